@@ -1,0 +1,1 @@
+"""Shared logic of the pipeline stages: each script under stages/ is a thin entry point."""

@@ -1,0 +1,74 @@
+"""eda: plots, numbers and a short markdown report of the prepared data."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from stages.common import eda
+from stages.common.cli import run_stage
+from stages.common.dataset import SPLITS, load_prepared
+from stages.common.io import save_figure, write_json, write_text
+from stages.common.params import Params
+from stages.common.validation import channel_stats
+
+log = logging.getLogger("eda")
+PLOTS_DIR = Path("plots/eda")
+METRICS_FILE = Path("metrics/eda.json")
+REPORT_FILE = Path("reports/eda.md")
+
+
+def main(params: Params) -> None:
+    data = load_prepared()
+    figures = {
+        "class_balance.png": eda.class_balance_figure(data),
+        "channel_histograms.png": eda.channel_histogram_figure(data, params.eda.hist_bins),
+        "samples.png": eda.sample_grid_figure(data, params.eda.samples_per_class, params.seed),
+        "class_means.png": eda.class_mean_figure(data),
+    }
+    for name, figure in figures.items():
+        save_figure(figure, PLOTS_DIR / name)
+
+    split_stats = {}
+    for name in SPLITS:
+        mean, std = channel_stats(data.split(name).images)
+        split_stats[name] = {
+            "images": len(data.split(name).labels),
+            "channel_mean": dict(zip("rgb", mean.round(4).tolist())),
+            "channel_std": dict(zip("rgb", std.round(4).tolist())),
+        }
+    per_class = eda.class_channel_stats(data)
+    write_json(METRICS_FILE, split_stats)
+    write_text(REPORT_FILE, render_report(data.classes, split_stats, per_class, list(figures)))
+    log.info("wrote %d plots to %s and the report %s", len(figures), PLOTS_DIR, REPORT_FILE)
+
+
+def render_report(
+    classes: list[str],
+    split_stats: dict[str, dict],
+    per_class: dict[str, dict[str, list[float]]],
+    figures: list[str],
+) -> str:
+    relative = Path("..") / PLOTS_DIR
+    lines = ["# CIFAR-10: exploratory data analysis", "", "## Splits", ""]
+    lines += ["| split | images | mean (R, G, B) | std (R, G, B) |", "|---|---:|---|---|"]
+    for name, stats in split_stats.items():
+        mean = ", ".join(f"{v:.3f}" for v in stats["channel_mean"].values())
+        std = ", ".join(f"{v:.3f}" for v in stats["channel_std"].values())
+        lines.append(f"| {name} | {stats['images']} | {mean} | {std} |")
+    lines += ["", "## Training images per class", ""]
+    lines += ["| class | mean (R, G, B) | std (R, G, B) |", "|---|---|---|"]
+    for class_name in classes:
+        stats = per_class[class_name]
+        mean = ", ".join(f"{v:.3f}" for v in stats["mean"])
+        std = ", ".join(f"{v:.3f}" for v in stats["std"])
+        lines.append(f"| {class_name} | {mean} | {std} |")
+    lines += ["", "## Plots", ""]
+    for figure in figures:
+        title = figure.removesuffix(".png").replace("_", " ").capitalize()
+        lines += [f"### {title}", "", f"![{title}]({(relative / figure).as_posix()})", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,125 @@
+"""Every data source form, and every bad source, through read_source."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stages.common.errors import DataError
+from stages.common.sources import read_source
+from tests import synthetic
+
+
+def read(source: Path | str, on_bad_image: str = "skip"):
+    return read_source(str(source), Path("unused"), on_bad_image)
+
+
+def test_image_folder_tree(image_folder):
+    raw = read(image_folder)
+    assert raw.classes == synthetic.CLASSES
+    assert raw.train.images.shape == (300, 32, 32, 3) and raw.train.images.dtype == np.uint8
+    assert np.bincount(raw.test.labels).tolist() == [10] * 10
+    expected, _ = synthetic.make_images(30, 0)
+    np.testing.assert_array_equal(raw.train.images[:30], expected[:30])  # PNG is lossless
+
+
+def test_image_folder_tar_matches_tree(image_folder, image_tar):
+    from_tree, from_tar = read(image_folder), read(image_tar)
+    np.testing.assert_array_equal(from_tree.train.images, from_tar.train.images)
+    np.testing.assert_array_equal(from_tree.test.labels, from_tar.test.labels)
+
+
+def test_official_folder_and_archive(tmp_path):
+    archive = synthetic.write_official_archive(tmp_path / "a", tmp_path / "cifar-10-python.tar.gz")
+    from_archive = read(archive)
+    from_folder = read(tmp_path / "a")  # parent of cifar-10-batches-py
+    from_batches = read(tmp_path / "a" / "cifar-10-batches-py")
+    assert from_archive.source_kind == "official-archive"
+    assert from_archive.classes == synthetic.CLASSES
+    assert from_archive.train.images.shape == (100, 32, 32, 3)
+    assert from_archive.test.images.shape == (50, 32, 32, 3)
+    for other in (from_folder, from_batches):
+        np.testing.assert_array_equal(from_archive.train.images, other.train.images)
+    # the CHW rows of the batches come back as HWC images
+    expected, _ = synthetic.make_images(5, 1)
+    np.testing.assert_array_equal(from_archive.test.images, expected)
+
+
+def test_missing_source():
+    with pytest.raises(DataError, match="data.source: 'nowhere/cifar' does not exist"):
+        read("nowhere/cifar")
+
+
+def test_folder_of_another_form(tmp_path):
+    with pytest.raises(DataError, match="holds neither cifar-10-batches-py/ batches nor train"):
+        read(tmp_path)
+
+
+def test_file_that_is_no_archive(tmp_path):
+    path = tmp_path / "data.txt"
+    path.write_text("hello")
+    with pytest.raises(DataError, match="not a folder or a readable .tar"):
+        read(path)
+
+
+def test_truncated_archive(image_tar, tmp_path):
+    truncated = tmp_path / "truncated.tar.gz"
+    truncated.write_bytes(image_tar.read_bytes()[: image_tar.stat().st_size // 2])
+    with pytest.raises(DataError, match=r"archive '.*truncated.tar.gz' is truncated or corrupt"):
+        read(truncated)
+
+
+@pytest.fixture
+def folder_copy(image_folder, tmp_path) -> Path:
+    return Path(shutil.copytree(image_folder, tmp_path / "copy"))
+
+
+def test_undecodable_image_is_skipped_and_recorded(folder_copy):
+    (folder_copy / "train/class3/0095.png").write_bytes(b"not an image at all")
+    raw = read(folder_copy)
+    assert raw.skipped == [{"file": "train/class3/0095.png", "problem": raw.skipped[0]["problem"]}]
+    assert raw.skipped[0]["problem"].startswith("does not decode")
+    assert len(raw.train.labels) == 299
+
+
+def test_undecodable_image_is_fatal_when_asked(folder_copy):
+    (folder_copy / "train/class3/0095.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(DataError, match=r"train/class3/0095.png: does not decode .*fatal"):
+        read(folder_copy, on_bad_image="fail")
+
+
+@pytest.mark.parametrize(
+    ("image", "mode", "problem"),
+    [
+        (np.zeros((40, 32, 3), np.uint8), "RGB", "size 32x40, expected 32x32"),
+        (np.zeros((32, 32, 3), np.uint8), "L", "mode L, expected RGB"),
+        (np.zeros((32, 32, 3), np.uint8), "RGBA", "mode RGBA, expected RGB"),
+    ],
+)
+def test_wrong_size_or_mode(folder_copy, image, mode, problem):
+    (folder_copy / "test/class1/0015.png").write_bytes(synthetic.png_bytes(image, mode))
+    assert read(folder_copy).skipped == [{"file": "test/class1/0015.png", "problem": problem}]
+    with pytest.raises(DataError, match=f"test/class1/0015.png: {problem} \\(fatal"):
+        read(folder_copy, on_bad_image="fail")
+
+
+def test_class_missing_from_test(folder_copy):
+    shutil.rmtree(folder_copy / "test/class7")
+    with pytest.raises(DataError, match="has no test/class7/ folder"):
+        read(folder_copy)
+
+
+def test_empty_class(folder_copy):
+    for path in (folder_copy / "train/class2").iterdir():
+        path.unlink()
+    with pytest.raises(DataError, match="train/class2/ is an empty class"):
+        read(folder_copy)
+
+
+def test_extra_class_in_test(folder_copy):
+    shutil.copytree(folder_copy / "test/class0", folder_copy / "test/zebra")
+    with pytest.raises(DataError, match=r"test/ has class folders not in train/: \['zebra'\]"):
+        read(folder_copy)

@@ -1,0 +1,122 @@
+"""Every validate check, each shown on data that violates it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stages.common.dataset import PreparedData, build_prepared
+from stages.common.params import ValidateParams
+from stages.common.sources import RawDataset, Split
+from stages.common.validation import REFERENCE_MEAN, channel_stats, validate
+from tests import synthetic
+
+
+@pytest.fixture
+def data() -> PreparedData:
+    raw = RawDataset(
+        synthetic.CLASSES,
+        Split(*synthetic.make_images(20, 0)),
+        Split(*synthetic.make_images(10, 1)),
+        "test",
+    )
+    return build_prepared(raw, 0.25, 0, None)
+
+
+# the synthetic images are not CIFAR-like, so drift is expected there
+PARAMS = ValidateParams(drift_tolerance=1.0)
+
+
+def check(data: PreparedData, manifest: dict | None = None, params: ValidateParams = PARAMS):
+    return validate(data, manifest or {}, params)
+
+
+def test_clean_data_passes(data):
+    report = check(data)
+    assert report.hard == [] and report.warnings == []
+    assert report.numbers["test_in_train"] == 0
+
+
+def test_wrong_shape_is_fatal(data):
+    data.val.images = data.val.images[:, :30]
+    assert check(data).hard == ["val: images have shape (50, 30, 32, 3), expected (N, 32, 32, 3)"]
+
+
+def test_wrong_dtype_is_fatal(data):
+    data.train.images = data.train.images.astype(np.float32)
+    assert check(data).hard == ["train: images are float32, expected uint8"]
+
+
+def test_labels_out_of_range_are_fatal_and_named(data):
+    data.test.labels[[3, 7]] = [10, -1]
+    assert check(data).hard == ["test: labels out of range [0, 9] at test[3]=10, test[7]=-1"]
+
+
+def test_missing_class_is_fatal(data):
+    keep = data.test.labels != 4
+    data.test.images, data.test.labels = data.test.images[keep], data.test.labels[keep]
+    assert check(data).hard == ["test: no images of class class4"]
+
+
+def test_imbalance_is_a_warning(data):
+    keep = (data.train.labels != 2) | (np.arange(len(data.train.labels)) % 3 == 0)
+    data.train.images, data.train.labels = data.train.images[keep], data.train.labels[keep]
+    report = check(data)
+    assert report.hard == []
+    assert any(w.startswith("train: class imbalance 3.00") for w in report.warnings)
+
+
+def test_duplicates_within_a_split(data):
+    data.train.images[5] = data.train.images[1]
+    report = check(data)
+    assert "train: 1 exact duplicate images: train[5]=train[1]" in report.warnings
+    assert report.numbers["train_duplicates"] == 1
+
+
+def test_train_test_leakage_above_threshold_is_fatal(data):
+    data.test.images[[0, 9]] = data.train.images[[4, 2]]
+    report = check(data)  # 2 of 100 test images = 2% > 1%
+    assert len(report.hard) == 1
+    assert report.hard[0].startswith("leakage 2.00% > validate.max_leakage=1.00%")
+    assert "test[0]=train[4]" in report.hard[0] and "test[9]=train[2]" in report.hard[0]
+    lenient = check(data, params=ValidateParams(drift_tolerance=1.0, max_leakage=0.05))
+    assert lenient.hard == [] and "2 test images also in train" in lenient.warnings[0]
+
+
+def test_val_overlap_with_train_is_a_warning(data):
+    data.val.images[0] = data.train.images[0]
+    report = check(data)
+    assert report.hard == [] and report.warnings == ["1 val images also in train: val[0]=train[0]"]
+
+
+def test_blank_images_are_warnings(data):
+    data.test.images[6] = 17
+    report = check(data)
+    assert report.warnings == ["test: 1 blank or constant images (pixel std < 2.0): test[6]"]
+
+
+def test_drift_against_reference_statistics(data):
+    data.train.images //= 3  # a much darker training split
+    report = validate(data, {}, ValidateParams(drift_tolerance=0.05))
+    assert [w.split(" drift")[0] for w in report.warnings] == ["train: channel statistics"]
+    cifar_like = np.broadcast_to(
+        (np.asarray(REFERENCE_MEAN) * 255).astype(np.uint8), (4, 32, 32, 3)
+    )
+    mean, std = channel_stats(cifar_like)
+    np.testing.assert_allclose(mean, REFERENCE_MEAN, atol=1 / 255)
+    np.testing.assert_allclose(std, 0, atol=1e-6)
+
+
+def test_skipped_images_from_prepare_are_reported(data):
+    manifest = {"skipped": [{"file": "train/cat/1.png", "problem": "mode L, expected RGB"}]}
+    report = check(data, manifest)
+    assert report.warnings == [
+        "prepare skipped 1 unusable images: train/cat/1.png (mode L, expected RGB)"
+    ]
+
+
+def test_long_listings_are_cut(data):
+    data.test.images[:30] = 0
+    report = check(data, params=ValidateParams(drift_tolerance=1.0, max_listed=3))
+    blank = [w for w in report.warnings if w.startswith("test: 30 blank")]
+    assert blank[0].endswith("test[0], test[1], test[2] and 27 more")
