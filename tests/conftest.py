@@ -80,3 +80,49 @@ def project(tmp_path, image_tar) -> Path:
     copy = copy_project(tmp_path / "project")
     update_params(copy, data={"source": str(image_tar)})
     return copy
+
+
+TINY_MODELS = {"resnet": "test_resnet", "efficientnet": "test_efficientnet", "vit": "test_vit"}
+
+
+def tiny_training_params(epochs: int = 2, **train) -> dict:
+    """params.yaml sections for fast CPU training of timm's tiny test models at 32 px."""
+    models = {
+        name: {
+            "arch": arch,
+            "pretrained": False,
+            "img_size": 32,
+            "freezing": {"strategy": "none", "groups": 0, "schedule": []},
+        }
+        for name, arch in TINY_MODELS.items()
+    }
+    models["vit"]["lr"] = 0.001
+    return {
+        "train": {
+            "epochs": epochs,
+            "batch_size": 32,
+            "workers": 0,
+            "patience": None,
+            "warmup_epochs": 0,
+            **train,
+        },
+        "models": models,
+        "validate": {"drift_tolerance": 1.0},
+    }
+
+
+@pytest.fixture(scope="session")
+def prepared_template(tmp_path_factory, image_tar) -> Path:
+    """A project with prepared and validated synthetic data and tiny-model params."""
+    template = copy_project(tmp_path_factory.mktemp("template") / "project")
+    update_params(template, data={"source": str(image_tar)}, **tiny_training_params())
+    for module in ("stages.prepare", "stages.validate"):
+        result = run_module(template, module)
+        assert result.returncode == 0, result.stderr
+    return template
+
+
+@pytest.fixture
+def ready_project(tmp_path, prepared_template) -> Path:
+    """A fresh copy of the prepared project (data ready, nothing trained)."""
+    return Path(shutil.copytree(prepared_template, tmp_path / "project"))

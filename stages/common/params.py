@@ -79,6 +79,7 @@ class TrainParams(Section):
     channels_last: Literal["auto", True, False] = "auto"
     amp: bool = True
     compile: bool = False
+    workers: NonNegativeInt = 2
     augment: AugmentParams = AugmentParams()
 
 

@@ -1,0 +1,285 @@
+"""The train stage end to end on generated data: learning, outputs, resume, DDP, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+
+from tests.conftest import run_module, update_params
+
+TIMING = {"train/epoch_seconds", "train/images_per_second", "train_seconds"}
+
+
+def train(project: Path, model: str = "resnet") -> subprocess.CompletedProcess:
+    return run_module(project, "stages.train", model)
+
+
+def metrics(project: Path, model: str = "resnet") -> dict:
+    data = json.loads((project / f"dvclive/{model}/metrics.json").read_text())
+    flat = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}/{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    return {k: v for k, v in flat.items() if k not in TIMING}
+
+
+def history(project: Path, name: str, model: str = "resnet") -> list[tuple[int, float]]:
+    lines = (project / f"dvclive/{model}/plots/metrics/{name}.tsv").read_text().split("\n")[1:]
+    return [(int(row.split("\t")[0]), float(row.split("\t")[1])) for row in lines if row]
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("model", ["resnet", "efficientnet", "vit"])
+def test_each_tiny_model_learns_and_writes_its_outputs(ready_project, model):
+    update_params(ready_project, train={"epochs": 4})
+    result = train(ready_project, model)
+    assert result.returncode == 0, result.stderr
+    assert f"{model} epoch 4/4: train loss" in result.stderr  # one log line per epoch
+    summary = metrics(ready_project, model)
+    assert summary["step"] == 3 and summary["epochs_run"] == 4
+    assert summary["best_val_accuracy"] > 0.3  # chance is 0.1
+    checkpoint = torch.load(ready_project / f"models/{model}/model.pt", weights_only=False)
+    assert checkpoint["classes"] == [f"class{k}" for k in range(10)]
+    assert checkpoint["preprocessing"]["img_size"] == 32
+    assert [step for step, _ in history(ready_project, "val/loss", model)] == [0, 1, 2, 3]
+    for name in (
+        "train/lr",
+        "train/trainable_params",
+        "train/images_per_second",
+        "val/f1_weighted",
+    ):
+        assert len(history(ready_project, name, model)) == 4
+    assert not (ready_project / "checkpoints" / model).exists()  # resumable state cleaned up
+
+
+def test_same_params_same_metrics(ready_project, tmp_path):
+    other = Path(shutil.copytree(ready_project, tmp_path / "again"))
+    assert train(ready_project).returncode == 0 and train(other).returncode == 0
+    assert metrics(ready_project) == metrics(other)
+
+
+def test_progressive_freezing_logs_trainable_parameters(ready_project):
+    update_params(
+        ready_project,
+        train={"epochs": 3},
+        models={"resnet": {"freezing": {"strategy": "progressive", "schedule": [1, 2]}}},
+    )
+    assert train(ready_project).returncode == 0
+    counts = [value for _, value in history(ready_project, "train/trainable_params")]
+    total = sum(p.numel() for p in timm.create_model("test_resnet", num_classes=10).parameters())
+    assert counts[0] < counts[1] < counts[2] == total
+
+
+def test_augmentation_mixing_ema_and_onecycle_run(ready_project):
+    update_params(
+        ready_project,
+        train={
+            "epochs": 2,
+            "scheduler": "onecycle",
+            "optimizer": "sgd",
+            "lr": 0.05,
+            "ema_decay": 0.9,
+            "augment": {"strategy": "trivialaugment", "cutmix": 1.0, "mixup": 0.2},
+        },
+    )
+    result = train(ready_project)
+    assert result.returncode == 0, result.stderr
+    assert metrics(ready_project)["epochs_run"] == 2
+
+
+def test_early_stopping(ready_project):
+    # a learning rate this high makes validation loss worse after the first epoch
+    update_params(
+        ready_project,
+        train={"epochs": 8, "patience": 1, "lr": 5.0, "scheduler": "none", "grad_clip": None},
+    )
+    result = train(ready_project)
+    assert result.returncode == 0, result.stderr
+    summary = metrics(ready_project)
+    assert summary["stopped_early"] is True and summary["epochs_run"] < 8
+    assert "early stop" in result.stderr
+
+
+def wait_for(path: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.005)
+
+
+def kill_after_first_epoch(project: Path) -> None:
+    """Start training and kill -9 it as soon as one epoch is saved (mid-epoch two)."""
+    env = {**os.environ, "PYTHONPATH": str(project)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stages.train", "resnet"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for(project / "checkpoints/resnet/resume.pt")
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, "training finished before it could be killed"
+
+
+def test_kill_9_then_resume_equals_an_uninterrupted_run(ready_project, tmp_path):
+    update_params(ready_project, train={"epochs": 6})
+    uninterrupted = Path(shutil.copytree(ready_project, tmp_path / "uninterrupted"))
+    assert train(uninterrupted).returncode == 0
+
+    kill_after_first_epoch(ready_project)
+    assert not (ready_project / "models/resnet/model.pt").exists()
+    resumed = train(ready_project)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from checkpoints/resnet/resume.pt after epoch" in resumed.stderr
+    assert metrics(ready_project) == metrics(uninterrupted)
+    # one continuous history, identical values
+    assert history(ready_project, "val/loss") == history(uninterrupted, "val/loss")
+    assert [s for s, _ in history(ready_project, "train/loss")] == list(range(6))
+    ours = torch.load(ready_project / "models/resnet/model.pt", weights_only=False)
+    theirs = torch.load(uninterrupted / "models/resnet/model.pt", weights_only=False)
+    for key, tensor in theirs["state_dict"].items():
+        torch.testing.assert_close(ours["state_dict"][key], tensor, rtol=0, atol=0)
+
+
+def test_changed_params_start_fresh(ready_project):
+    update_params(ready_project, train={"epochs": 6})
+    kill_after_first_epoch(ready_project)
+    update_params(ready_project, train={"epochs": 6, "lr": 0.002})
+    result = train(ready_project)
+    assert result.returncode == 0
+    assert "is from other params or code" in result.stderr and "starting fresh" in result.stderr
+    assert "resuming" not in result.stderr
+    assert "resnet epoch 1/6" in result.stderr
+
+
+def test_corrupt_resume_state_is_refused(ready_project):
+    state = ready_project / "checkpoints/resnet/resume.pt"
+    state.parent.mkdir(parents=True)
+    state.write_bytes(b"\x80\x04 not a checkpoint")
+    result = train(ready_project)
+    assert result.returncode == 0, result.stderr
+    assert (
+        "resume.pt is corrupt" in result.stderr
+        and "refusing it and starting fresh" in result.stderr
+    )
+    assert metrics(ready_project)["epochs_run"] == 2
+
+
+def test_ddp_on_cpu_with_two_processes(ready_project):
+    update_params(ready_project, train={"epochs": 2, "batch_size": 32})
+    env = {**os.environ, "PYTHONPATH": str(ready_project), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "stages.train",
+            "resnet",
+        ],
+        cwd=ready_project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count("resnet epoch 2/2: train loss") == 1  # rank 0 logs alone
+    assert sorted(p.name for p in (ready_project / "models/resnet").iterdir()) == ["model.pt"]
+    summary = metrics(ready_project)
+    assert summary["epochs_run"] == 2 and summary["best_val_accuracy"] > 0.2
+
+
+@pytest.fixture(scope="module")
+def trained_once(tmp_path_factory, prepared_template) -> Path:
+    project = Path(shutil.copytree(prepared_template, tmp_path_factory.mktemp("t") / "p"))
+    assert train(project).returncode == 0
+    return project
+
+
+@pytest.fixture
+def after_training(trained_once, tmp_path) -> Path:
+    return Path(shutil.copytree(trained_once, tmp_path / "project"))
+
+
+def other_arch_weights(path: Path) -> Path:
+    model = timm.create_model("test_efficientnet", num_classes=10)
+    torch.save(model.state_dict(), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            {"models": {"resnet": {"arch": "resnet5000"}}},
+            "models.resnet.arch: unknown timm architecture 'resnet5000'",
+        ),
+        (
+            {"models": {"resnet": {"pretrained": "missing/weights.safetensors"}}},
+            "models.resnet.pretrained: weights file 'missing/weights.safetensors' not found",
+        ),
+        (
+            {"models": {"resnet": {"pretrained": "OTHER"}}},
+            "does not hold weights of 'test_resnet' (87 missing keys: conv1.0.weight, ",
+        ),
+        ({"models": {"resnet": {"pretrained": "JUNK"}}}, "is not a readable weights file"),
+        (
+            {"models": {"resnet": {"freezing": {"strategy": "partial", "groups": 9}}}},
+            "models.resnet.freezing.groups: 'partial' freezes 9 groups but the model has only 6",
+        ),
+        (
+            {"models": {"resnet": {"freezing": {"strategy": "progressive", "schedule": [2, 1]}}}},
+            "models.resnet.freezing.schedule: must be strictly increasing, got [2, 1]",
+        ),
+        (
+            {"train": {"batch_size": 500}},
+            "train.batch_size 500 is larger than the training set (270 images)",
+        ),
+        (
+            {"train": {"batch_size": 31, "augment": {"mixup": 0.2}}},
+            "need an even train.batch_size, got 31",
+        ),
+        (
+            {"train": {"augment": {"cutmix": -1.0}}},
+            "train.augment.cutmix: Input should be greater than or equal to 0",
+        ),
+    ],
+)
+def test_bad_input_one_line_and_outputs_intact(after_training, tmp_path, change, expected):
+    weights = {
+        "OTHER": str(other_arch_weights(tmp_path / "other.pth")),
+        "JUNK": str(tmp_path / "junk.pth"),
+    }
+    (tmp_path / "junk.pth").write_bytes(b"these are not weights")
+    text = json.dumps(change)
+    for placeholder, path in weights.items():
+        text = text.replace(f'"{placeholder}"', json.dumps(path))
+    before = digest(after_training / "models/resnet/model.pt")
+    update_params(after_training, **json.loads(text))
+    result = train(after_training)
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and expected in last, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert digest(after_training / "models/resnet/model.pt") == before
