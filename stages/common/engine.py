@@ -27,6 +27,7 @@ from stages.common.checkpoint import load_resume_state, save_torch
 from stages.common.dataset import PreparedData
 from stages.common.errors import ParamsError
 from stages.common.freezing import Freezer, freeze_batchnorm_stats
+from stages.common.metrics import classification_metrics
 from stages.common.models import Preprocessing, count_parameters, to_channels_last
 from stages.common.params import TrainParams
 
@@ -182,15 +183,6 @@ def autocast(device: torch.device, enabled: bool):
     return torch.autocast(
         device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda"
     )
-
-
-def classification_metrics(logits: torch.Tensor, labels: np.ndarray, smoothing: float = 0.0):
-    predictions = logits.argmax(1).numpy()
-    return {
-        "loss": float(F.cross_entropy(logits, torch.from_numpy(labels), label_smoothing=smoothing)),
-        "accuracy": float((predictions == labels).mean()),
-        "f1_weighted": float(f1_score(labels, predictions, average="weighted", zero_division=0)),
-    }
 
 
 class Trainer:
