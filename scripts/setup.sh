@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# Create .venv and install the pinned requirements (idempotent: a second run is quick).
+# Create .venv and install the pinned requirements. Quick when they are installed already;
+# inside the container image (VIRTUAL_ENV set, requirements baked in) it links that venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m venv .venv
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -r requirements-dev.txt
+if [ -n "${VIRTUAL_ENV:-}" ] && [ ! -e .venv ]; then
+  ln -s "$VIRTUAL_ENV" .venv
+fi
+[ -x .venv/bin/python ] || python3 -m venv .venv
+if ! .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt; then
+  echo "error: installing requirements-dev.txt into .venv failed" >&2
+  exit 1
+fi

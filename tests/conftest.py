@@ -126,3 +126,17 @@ def prepared_template(tmp_path_factory, image_tar) -> Path:
 def ready_project(tmp_path, prepared_template) -> Path:
     """A fresh copy of the prepared project (data ready, nothing trained)."""
     return Path(shutil.copytree(prepared_template, tmp_path / "project"))
+
+
+@pytest.fixture(scope="session")
+def trained_template(tmp_path_factory, prepared_template) -> Path:
+    """The prepared project with the tiny ResNet trained (2 epochs)."""
+    project = Path(shutil.copytree(prepared_template, tmp_path_factory.mktemp("trained") / "p"))
+    result = run_module(project, "stages.train", "resnet")
+    assert result.returncode == 0, result.stderr
+    return project
+
+
+@pytest.fixture
+def trained_project(tmp_path, trained_template) -> Path:
+    return Path(shutil.copytree(trained_template, tmp_path / "project"))

@@ -71,7 +71,7 @@ def test_data_stages_run_once_and_survive_bad_params(repo):
     assert "data.val_ratio: Input should be less than 1 (got 1.5)" in failed.stderr
     # DVC removed the stage's outputs before running it; the cache brings them back.
     update_params(repo, data={"val_ratio": 0.1})
-    dvc(repo, "checkout")
+    dvc(repo, "checkout", "prepare")
     assert digest(repo / "data/prepared/cifar10.npz") == prepared
     assert "Data and pipelines are up to date" in dvc(repo, "repro", "eda").stdout
 

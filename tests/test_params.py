@@ -107,3 +107,20 @@ def test_typo_in_another_section_stops_every_stage(project):
     result = run_module(project, "stages.prepare")
     assert result.returncode == 2
     assert "models.vit.freezing.stratgy: unknown key (did you mean 'strategy'?)" in result.stderr
+
+
+def test_check_params_names_an_unknown_architecture(project):
+    update_params(project, models={"vit": {"arch": "vit_base_patch16_2244"}})
+    result = run_module(project, "stages.check_params")
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: models.vit.arch: unknown timm architecture 'vit_base_patch16_2244'")
+    )
+
+
+def test_check_params_accepts_the_shipped_file(project):
+    result = run_module(project, "stages.check_params")
+    assert result.returncode == 0, result.stderr
+    assert "params.yaml is valid (3 models: resnet, efficientnet, vit)" in result.stderr

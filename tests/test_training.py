@@ -210,18 +210,6 @@ def test_ddp_on_cpu_with_two_processes(ready_project):
     assert summary["epochs_run"] == 2 and summary["best_val_accuracy"] > 0.2
 
 
-@pytest.fixture(scope="module")
-def trained_once(tmp_path_factory, prepared_template) -> Path:
-    project = Path(shutil.copytree(prepared_template, tmp_path_factory.mktemp("t") / "p"))
-    assert train(project).returncode == 0
-    return project
-
-
-@pytest.fixture
-def after_training(trained_once, tmp_path) -> Path:
-    return Path(shutil.copytree(trained_once, tmp_path / "project"))
-
-
 def other_arch_weights(path: Path) -> Path:
     model = timm.create_model("test_efficientnet", num_classes=10)
     torch.save(model.state_dict(), path)
@@ -266,7 +254,7 @@ def other_arch_weights(path: Path) -> Path:
         ),
     ],
 )
-def test_bad_input_one_line_and_outputs_intact(after_training, tmp_path, change, expected):
+def test_bad_input_one_line_and_outputs_intact(trained_project, tmp_path, change, expected):
     weights = {
         "OTHER": str(other_arch_weights(tmp_path / "other.pth")),
         "JUNK": str(tmp_path / "junk.pth"),
@@ -275,11 +263,11 @@ def test_bad_input_one_line_and_outputs_intact(after_training, tmp_path, change,
     text = json.dumps(change)
     for placeholder, path in weights.items():
         text = text.replace(f'"{placeholder}"', json.dumps(path))
-    before = digest(after_training / "models/resnet/model.pt")
-    update_params(after_training, **json.loads(text))
-    result = train(after_training)
+    before = digest(trained_project / "models/resnet/model.pt")
+    update_params(trained_project, **json.loads(text))
+    result = train(trained_project)
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and expected in last, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
-    assert digest(after_training / "models/resnet/model.pt") == before
+    assert digest(trained_project / "models/resnet/model.pt") == before

@@ -38,6 +38,13 @@ def check_arch(arch: str, key: str) -> None:
         raise ParamsError(f"{key}: unknown timm architecture '{arch}'{hint}")
 
 
+def check_model_spec(name: str, spec: ModelParams) -> None:
+    """What can be checked without building the model: the architecture and the weights file."""
+    check_arch(spec.arch, f"models.{name}.arch")
+    if isinstance(spec.pretrained, str) and not Path(spec.pretrained).is_file():
+        raise ParamsError(f"models.{name}.pretrained: weights file '{spec.pretrained}' not found")
+
+
 def _create(arch: str, num_classes: int, img_size: int | None, **kwargs) -> nn.Module:
     """Create ``arch``; models with a fixed input grid (ViT) are built for ``img_size``."""
     if img_size is not None:
@@ -51,14 +58,11 @@ def _create(arch: str, num_classes: int, img_size: int | None, **kwargs) -> nn.M
 def build_model(name: str, spec: ModelParams, num_classes: int) -> tuple[nn.Module, Preprocessing]:
     """The model of ``models.<name>`` and the preprocessing its weights expect."""
     key = f"models.{name}"
-    check_arch(spec.arch, f"{key}.arch")
+    check_model_spec(name, spec)
     pretrained = spec.pretrained
     kwargs: dict = {}
     if isinstance(pretrained, str):
-        path = Path(pretrained)
-        if not path.is_file():
-            raise ParamsError(f"{key}.pretrained: weights file '{pretrained}' not found")
-        kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
+        kwargs["pretrained_cfg_overlay"] = {"file": pretrained}
     img_size = spec.img_size if spec.img_size else (None if pretrained else NATIVE_SIZE)
     try:
         model = _create(spec.arch, num_classes, img_size, pretrained=bool(pretrained), **kwargs)
