@@ -23,5 +23,5 @@ if [ -n "$epochs" ]; then
   dvc exp show --only-changed
 else
   dvc repro "${target[@]}"
-  dvc metrics show
+  cat reports/comparison.md
 fi

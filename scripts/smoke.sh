@@ -19,4 +19,4 @@ dvc exp run -n "smoke-$(date +%Y%m%d-%H%M%S)" \
   -S "train.epochs=$epochs" -S train.batch_size=64 -S train.workers=2 -S models.vit.lr=0.001 \
   $(set_model resnet test_resnet) $(set_model efficientnet test_efficientnet) \
   $(set_model vit test_vit)
-dvc metrics show
+cat reports/comparison.md

@@ -256,16 +256,15 @@ def gradcam_panel(model, test, classes, device_input, settings, rng, notes, titl
     count = clipped(settings.gradcam_samples, len(test.labels), "evaluate.gradcam_samples", notes)
     chosen = np.sort(rng.choice(len(test.labels), count, replace=False))
     inputs = device_input(torch.from_numpy(test.images[chosen]).permute(0, 3, 1, 2))
-    maps, explained = explain.grad_cam(model, inputs)
+    maps, explained, grid = explain.grad_cam(model, inputs)
     small = torch.nn.functional.interpolate(
         torch.from_numpy(maps)[:, None], size=(32, 32), mode="bilinear", align_corners=False
     )[:, 0].numpy()
     captions = [
         f"true {classes[test.labels[i]]}\ncam {classes[c]}" for i, c in zip(chosen, explained)
     ]
-    return plots.gradcam_figure(
-        test.images[chosen], small, captions, f"{title}: Grad-CAM of the predicted class"
-    )
+    heading = f"{title}: Grad-CAM of the predicted class ({grid[0]}x{grid[1]} feature map)"
+    return plots.gradcam_figure(test.images[chosen], small, captions, heading)
 
 
 def tsne_panel(model, test, classes, device_input, settings, seed, notes, title):

@@ -117,7 +117,7 @@ def test_full_pipeline_experiments_and_plots(tiny_repo):
     assert "ensemble" in files["metrics/compare.json"]["data"]["models"]
     plots = json.loads(dvc(tiny_repo, "plots", "show", "--json", "--split").stdout)["data"]
     names = set(plots)
-    assert {"Loss per epoch", "Accuracy per epoch"} <= names
+    assert {"vit loss (train vs val)", "Validation accuracy, all models"} <= names
     assert "evaluation/vit/live/plots/sklearn/confusion_matrix.json" in names
     assert "plots/compare/comparison.png" in names
     git(tiny_repo, "add", ".")
@@ -136,6 +136,9 @@ def test_full_pipeline_experiments_and_plots(tiny_repo):
     diff = json.loads(
         dvc(tiny_repo, "plots", "diff", "HEAD", "all-lr", "--json", "--split").stdout
     )["data"]
-    for name in ("Loss per epoch", "evaluation/vit/live/plots/sklearn/confusion_matrix.json"):
+    for name in (
+        "Validation loss, all models",
+        "evaluation/vit/live/plots/sklearn/confusion_matrix.json",
+    ):
         revisions = {rev for entry in diff[name] for rev in entry["revisions"]}
         assert revisions == {"HEAD", "all-lr"}, (name, revisions)

@@ -34,8 +34,8 @@ def test_grad_cam_concentrates_on_the_class_signal():
     images = torch.zeros(2, 3, 32, 32)
     images[0, 0, 20:28, 4:12] = 1.0  # a red patch bottom-left
     images[1, 0, 2:10, 22:30] = 1.0  # a red patch top-right
-    maps, explained = grad_cam(RedDetector(), images, torch.tensor([0, 0]))
-    assert maps.shape == (2, 32, 32) and explained.tolist() == [0, 0]
+    maps, explained, grid = grad_cam(RedDetector(), images, torch.tensor([0, 0]))
+    assert maps.shape == (2, 32, 32) and explained.tolist() == [0, 0] and grid == (32, 32)
     for index, (rows, cols) in enumerate(
         [(slice(20, 28), slice(4, 12)), (slice(2, 10), slice(22, 30))]
     ):
@@ -49,8 +49,8 @@ def test_grad_cam_of_a_vit_uses_the_token_grid():
     torch.manual_seed(0)
     model = timm.create_model("test_vit", num_classes=10, img_size=32)
     images = torch.randn(3, 3, 32, 32)
-    maps, explained = grad_cam(model, images)
-    assert maps.shape == (3, 32, 32)
+    maps, explained, grid = grad_cam(model, images)
+    assert maps.shape == (3, 32, 32) and grid == model.patch_embed.grid_size  # (2, 2)
     assert explained.tolist() == model(images).argmax(1).tolist()
     assert np.isfinite(maps).all() and maps.max() == 1.0  # patch tokens carry gradient
 

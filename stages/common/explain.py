@@ -40,8 +40,9 @@ def _target_layer(model: nn.Module) -> nn.Module | None:
 
 def grad_cam(
     model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Grad-CAM maps (N, H, W) in [0, 1] at input resolution, and the explained classes.
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """Grad-CAM maps (N, H, W) in [0, 1] at input resolution, the explained classes, and the
+    resolution of the explained feature map (a 1x1 map cannot localise anything).
 
     ``targets``: the class to explain per image (default: the predicted one).
     """
@@ -73,7 +74,8 @@ def grad_cam(
     cam = F.relu((weights * activations).sum(1, keepdim=True))
     cam = F.interpolate(cam, size=inputs.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
     peak = cam.flatten(1).max(1).values.clamp_min(1e-12)[:, None, None]
-    return (cam / peak).detach().cpu().numpy(), targets.detach().cpu().numpy()
+    grid = tuple(activations.shape[-2:])
+    return (cam / peak).detach().cpu().numpy(), targets.detach().cpu().numpy(), grid
 
 
 @torch.no_grad()
