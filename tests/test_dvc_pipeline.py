@@ -40,16 +40,21 @@ def git(project: Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=project, check=True, capture_output=True)
 
 
-@pytest.fixture
-def repo(project: Path) -> Path:
+def init_repo(project: Path, **params) -> Path:
+    """git + dvc initialised in ``project``, params updated, everything committed."""
     git(project, "init", "-q")
     git(project, "config", "user.email", "test@example.com")
     git(project, "config", "user.name", "test")
     dvc(project, "init", "-q")
-    update_params(project, validate={"drift_tolerance": 1.0})
+    update_params(project, **params)
     git(project, "add", ".")
     git(project, "commit", "-qm", "init")
     return project
+
+
+@pytest.fixture
+def repo(project: Path) -> Path:
+    return init_repo(project, validate={"drift_tolerance": 1.0})
 
 
 def digest(path: Path) -> str:
@@ -78,18 +83,11 @@ def test_data_stages_run_once_and_survive_bad_params(repo):
 
 @pytest.fixture
 def tiny_repo(project: Path) -> Path:
-    git(project, "init", "-q")
-    git(project, "config", "user.email", "test@example.com")
-    git(project, "config", "user.name", "test")
-    dvc(project, "init", "-q")
-    update_params(
+    return init_repo(
         project,
         **tiny_training_params(epochs=2),
         evaluate={"tsne_samples": 60, "gradcam_samples": 4, "grid_size": 8},
     )
-    git(project, "add", ".")
-    git(project, "commit", "-qm", "init")
-    return project
 
 
 def test_full_pipeline_experiments_and_plots(tiny_repo):
