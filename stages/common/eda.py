@@ -27,7 +27,8 @@ def class_balance_figure(data: PreparedData) -> Figure:
     axes.set_xticks(positions + width * (len(SPLITS) - 1) / 2, data.classes, rotation=30)
     axes.set_ylabel("images")
     axes.set_title("Images per class and split")
-    axes.legend()
+    axes.set_ylim(0, axes.get_ylim()[1] * 1.15)  # room for the legend above the bars
+    axes.legend(ncol=len(SPLITS), loc="upper center")
     figure.tight_layout()
     return figure
 

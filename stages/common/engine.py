@@ -148,11 +148,6 @@ def build_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, smoothing: float):
-    """Cross-entropy for hard labels or soft (mixed) targets, with label smoothing."""
-    return F.cross_entropy(logits, targets, label_smoothing=smoothing)
-
-
 @torch.no_grad()
 def predict_logits(
     model: nn.Module,
@@ -275,7 +270,10 @@ class Trainer:
             inputs, mixed = self.mixer(self.device_input(images), targets)
             with autocast(self.device, self.amp):
                 logits = self.forward_model(inputs)
-                loss = soft_cross_entropy(logits.float(), mixed, self.params.label_smoothing)
+                # hard labels or soft (mixed) targets, with label smoothing
+                loss = F.cross_entropy(
+                    logits.float(), mixed, label_smoothing=self.params.label_smoothing
+                )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.params.grad_clip:

@@ -189,12 +189,21 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
     return merged
 
 
+_UNION_MEMBER_TAGS = ("function-", "constrained-", "literal[")
+
+
+def _is_key(part: Any) -> bool:
+    """Pydantic puts the union member it tried into an error's location; keep the keys only."""
+    text = str(part)
+    return text not in ("bool", "str", "int", "float", "none") and not text.startswith(
+        _UNION_MEMBER_TAGS
+    )
+
+
 def _describe(error: ValidationError, prefix: str = "") -> str:
     """The first problem as one line: ``key.path: what is wrong (got value)``."""
     first = error.errors()[0]
-    location = [str(part) for part in first["loc"] if not str(part).startswith("function-")]
-    location = [part for part in location if part not in ("bool", "str", "int", "float")]
-    location = [p for p in location if not p.startswith(("constrained-", "literal["))]
+    location = [str(part) for part in first["loc"] if _is_key(part)]
     key = ".".join(([prefix] if prefix else []) + location)
     message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
