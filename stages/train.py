@@ -17,7 +17,7 @@ import torch
 from stages.common.checkpoint import fingerprint, save_torch
 from stages.common.cli import run_stage
 from stages.common.dataset import MANIFEST_FILE, load_prepared
-from stages.common.engine import Distributed, EpochLogger, Trainer, TrainRun
+from stages.common.engine import Distributed, Trainer, TrainRun
 from stages.common.errors import DataError
 from stages.common.freezing import Freezer
 from stages.common.io import read_json
@@ -66,7 +66,7 @@ def train(params: Params, name: str) -> None:
         seed=params.seed,
         state_path=state_path(name),
         fingerprint=fingerprint(settings),
-        logger=EpochLogger(lambda epoch, metrics: log_to_live(live, metrics)),
+        log_epoch=lambda metrics: log_to_live(live, metrics),
         distributed=distributed,
     )
     result = Trainer(run).fit()

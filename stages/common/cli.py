@@ -9,8 +9,6 @@ from collections.abc import Callable
 from stages.common.errors import StageError
 from stages.common.params import Params, load_params
 
-log = logging.getLogger("stages")
-
 
 def run_stage(main: Callable[[Params], None]) -> None:
     """Load params.yaml, call ``main(params)``; a StageError exits with one clear line."""

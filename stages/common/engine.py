@@ -69,11 +69,8 @@ class Distributed:
         return bool(value.item())
 
 
-@dataclass
-class EpochLogger:
-    """Where per-epoch metrics go (DVCLive on rank 0); replays history on resume."""
-
-    log_epoch: Callable[[int, dict[str, float]], None] = lambda epoch, metrics: None
+def _ignore_metrics(metrics: dict[str, float]) -> None:
+    """The default of TrainRun.log_epoch: log nowhere."""
 
 
 @dataclass
@@ -89,7 +86,7 @@ class TrainRun:
     seed: int
     state_path: Path
     fingerprint: str
-    logger: EpochLogger = field(default_factory=EpochLogger)
+    log_epoch: Callable[[dict[str, float]], None] = _ignore_metrics  # rank 0; replayed on resume
     distributed: Distributed = field(default_factory=Distributed)
 
 
@@ -351,8 +348,8 @@ class Trainer:
             best, history, bad_epochs = state["best"], state["history"], state["bad_epochs"]
             start_epoch, seconds = state["epoch"], state["train_seconds"]
             if self.distributed.is_main:
-                for epoch, metrics in enumerate(history):
-                    run.logger.log_epoch(epoch, metrics)
+                for metrics in history:
+                    run.log_epoch(metrics)
         stopped_early = bool(params.patience) and bad_epochs >= params.patience
         for epoch in range(start_epoch, params.epochs):
             if stopped_early:
@@ -376,7 +373,7 @@ class Trainer:
                 bool(params.patience) and bad_epochs >= params.patience
             )
             if self.distributed.is_main:
-                run.logger.log_epoch(epoch, metrics)
+                run.log_epoch(metrics)
                 log.info(
                     "%s epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f f1 %.4f | "
                     "lr %.2e | %d trainable | %.0f img/s%s",

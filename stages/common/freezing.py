@@ -6,16 +6,12 @@ timm's ``group_matcher`` orders a model's parameters into groups from the stem t
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 from timm.models import group_parameters
 from torch import nn
 
 from stages.common.errors import ParamsError
 from stages.common.params import FreezingParams
-
-log = logging.getLogger(__name__)
 
 
 def parameter_groups(model: nn.Module) -> list[list[str]]:
