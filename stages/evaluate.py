@@ -255,7 +255,7 @@ def prediction_grids(test, classes, probabilities, settings, rng, notes, title):
 def gradcam_panel(model, test, classes, device_input, settings, rng, notes, title):
     count = clipped(settings.gradcam_samples, len(test.labels), "evaluate.gradcam_samples", notes)
     chosen = np.sort(rng.choice(len(test.labels), count, replace=False))
-    inputs = device_input(torch.from_numpy(test.images[chosen]).permute(0, 3, 1, 2))
+    inputs = next(device_input.batches(test.images[chosen], len(chosen)))
     maps, explained, grid = explain.grad_cam(model, inputs)
     small = torch.nn.functional.interpolate(
         torch.from_numpy(maps)[:, None], size=(32, 32), mode="bilinear", align_corners=False

@@ -7,6 +7,9 @@ upsampling in the workers (the seed's way) moves 49x more pixels through the CPU
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
@@ -89,6 +92,11 @@ class DeviceInput:
         self.std = torch.tensor(preprocessing.std, device=device).view(1, 3, 1, 1) * 255
         self.device = device
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def batches(self, images: np.ndarray, batch_size: int) -> Iterator[torch.Tensor]:
+        """Model-ready batches of uint8 NHWC ``images`` (no augmentation), in order."""
+        for start in range(0, len(images), batch_size):
+            yield self(torch.from_numpy(images[start : start + batch_size]).permute(0, 3, 1, 2))
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """``images``: uint8 (N, 3, H, W) on any device."""

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from sklearn.metrics import f1_score
 from timm.utils import ModelEmaV3
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -27,7 +26,7 @@ from stages.common.checkpoint import load_resume_state, save_torch
 from stages.common.dataset import PreparedData
 from stages.common.errors import ParamsError
 from stages.common.freezing import Freezer, freeze_batchnorm_stats
-from stages.common.metrics import classification_metrics
+from stages.common.metrics import classification_metrics, weighted_f1
 from stages.common.models import Preprocessing, count_parameters, to_channels_last
 from stages.common.params import TrainParams
 
@@ -158,10 +157,11 @@ def predict_logits(
     """Logits (float32, CPU) for uint8 NHWC ``images``, in order; eval mode, no augmentation."""
     model.eval()
     outputs = []
-    starts = range(0, len(images), batch_size)
-    for start in tqdm(starts, desc=progress, disable=None if progress else True, leave=False):
-        batch = torch.from_numpy(images[start : start + batch_size]).permute(0, 3, 1, 2)
-        inputs = device_input(batch)
+    batches = device_input.batches(images, batch_size)
+    total = -(-len(images) // batch_size)
+    for inputs in tqdm(
+        batches, total=total, desc=progress, disable=None if progress else True, leave=False
+    ):
         with autocast(device_input.device, amp):
             logits = model(inputs).float()
             if flip_tta:
@@ -293,9 +293,7 @@ class Trainer:
         return {
             "train/loss": loss_sum / seen,
             "train/accuracy": float((predicted == truth).mean()),
-            "train/f1_weighted": float(
-                f1_score(truth, predicted, average="weighted", zero_division=0)
-            ),
+            "train/f1_weighted": weighted_f1(truth, predicted),
             "train/lr": max(learning_rates),
             "train/lr_lowest": min(learning_rates),
             "train/trainable_params": trainable,

@@ -85,9 +85,8 @@ def embeddings(
     """Penultimate-layer (pre-logits) embeddings of uint8 NHWC images."""
     model.eval()
     outputs = []
-    for start in range(0, len(images), batch_size):
-        batch = torch.from_numpy(images[start : start + batch_size]).permute(0, 3, 1, 2)
-        features = model.forward_features(device_input(batch))
+    for inputs in device_input.batches(images, batch_size):
+        features = model.forward_features(inputs)
         outputs.append(model.forward_head(features, pre_logits=True).float().cpu())
     return torch.cat(outputs).flatten(1).numpy()
 

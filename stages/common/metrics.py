@@ -9,13 +9,17 @@ from scipy.optimize import minimize_scalar
 from sklearn.metrics import f1_score, precision_recall_fscore_support
 
 
+def weighted_f1(labels: np.ndarray, predictions: np.ndarray) -> float:
+    return float(f1_score(labels, predictions, average="weighted", zero_division=0))
+
+
 def classification_metrics(logits: torch.Tensor, labels: np.ndarray) -> dict[str, float]:
     """Loss (NLL), accuracy and weighted F1 of logits; what training logs per epoch."""
     predictions = logits.argmax(1).numpy()
     return {
         "loss": float(F.cross_entropy(logits, torch.from_numpy(labels))),
         "accuracy": float((predictions == labels).mean()),
-        "f1_weighted": float(f1_score(labels, predictions, average="weighted", zero_division=0)),
+        "f1_weighted": weighted_f1(labels, predictions),
     }
 
 
@@ -28,7 +32,7 @@ def test_metrics(probabilities: np.ndarray, labels: np.ndarray, classes: list[st
     )
     return {
         "accuracy": float((predictions == labels).mean()),
-        "f1_weighted": float(f1_score(labels, predictions, average="weighted", zero_division=0)),
+        "f1_weighted": weighted_f1(labels, predictions),
         "f1_macro": float(f1_score(labels, predictions, average="macro", zero_division=0)),
         "loss": nll(probabilities, labels),
         "top2_accuracy": float((top2 == labels[:, None]).any(1).mean()),
