@@ -25,21 +25,12 @@ from stages.common.dataset import MANIFEST_FILE, PreparedData, load_prepared
 from stages.common.engine import predict_logits
 from stages.common.errors import DataError, ParamsError
 from stages.common.io import read_json, save_figure, write_atomic, write_json
+from stages.common.layout import evaluation_paths
 from stages.common.models import Preprocessing, rebuild_model
 from stages.common.params import EvaluateParams, Params
 
 log = logging.getLogger("evaluate")
 RISK_COVERAGE_POINTS = 101
-
-
-def paths(name: str) -> dict[str, Path]:
-    return {
-        "model": Path("models") / name / "model.pt",
-        "metrics": Path("metrics/evaluate") / f"{name}.json",
-        "predictions": Path("evaluation") / name / "predictions.npz",
-        "live": Path("evaluation") / name / "live",
-        "plots": Path("plots/evaluate") / name,
-    }
 
 
 def checked_preprocessing(checkpoint: dict, where: Path) -> Preprocessing:
@@ -57,7 +48,9 @@ def checked_preprocessing(checkpoint: dict, where: Path) -> Preprocessing:
     return preprocessing
 
 
-def load_checked_model(where: Path, data: PreparedData) -> tuple[torch.nn.Module, dict]:
+def load_checked_model(
+    where: Path, data: PreparedData
+) -> tuple[torch.nn.Module, dict, Preprocessing]:
     """The checkpoint's model, refusing one trained for other classes or preprocessing."""
     checkpoint = load_model_checkpoint(where)
     if list(checkpoint["classes"]) != data.classes:
@@ -65,7 +58,7 @@ def load_checked_model(where: Path, data: PreparedData) -> tuple[torch.nn.Module
             f"{where}: trained for classes {list(checkpoint['classes'])} but the prepared data "
             f"has {data.classes}"
         )
-    checked_preprocessing(checkpoint, where)
+    preprocessing = checked_preprocessing(checkpoint, where)
     try:
         model = rebuild_model(checkpoint)
     except Exception as error:
@@ -74,7 +67,7 @@ def load_checked_model(where: Path, data: PreparedData) -> tuple[torch.nn.Module
         ) from None
     if checkpoint.get("data_sha256") != data_sha256():
         log.warning("%s was trained on other prepared data than the data evaluated now", where)
-    return model, checkpoint
+    return model, checkpoint, preprocessing
 
 
 def data_sha256() -> str | None:
@@ -93,12 +86,12 @@ def evaluate(params: Params, name: str) -> None:
     if name not in params.models:
         raise ParamsError(f"models.{name}: no such model in params.yaml")
     settings: EvaluateParams = params.evaluate
-    where = paths(name)
+    where = evaluation_paths(name)
     data = load_prepared()
-    model, checkpoint = load_checked_model(where["model"], data)
+    model, checkpoint, preprocessing = load_checked_model(where["model"], data)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
-    device_input = DeviceInput(Preprocessing(**checkpoint["preprocessing"]), device, False)
+    device_input = DeviceInput(preprocessing, device, False)
     test, classes = data.test, data.classes
 
     started = time.perf_counter()
@@ -127,8 +120,13 @@ def evaluate(params: Params, name: str) -> None:
     results = m.test_metrics(probabilities, test.labels, classes)
     temperature = m.fit_temperature(val_logits, data.val.labels)
     scaled = m.softmax(test_logits, temperature)
-    before = m.calibration_metrics(probabilities, test.labels, settings.calibration_bins)
-    after = m.calibration_metrics(scaled, test.labels, settings.calibration_bins)
+    bins = settings.calibration_bins
+    tables = {
+        "before": m.reliability_bins(probabilities, test.labels, bins),
+        "after": m.reliability_bins(scaled, test.labels, bins),
+    }
+    before = m.calibration_metrics(probabilities, test.labels, bins, tables["before"])
+    after = m.calibration_metrics(scaled, test.labels, bins, tables["after"])
     confidence, entropy = probabilities.max(1), m.entropy(probabilities)
     correct = probabilities.argmax(1) == test.labels
     curve = m.risk_coverage(probabilities, test.labels)
@@ -156,11 +154,8 @@ def evaluate(params: Params, name: str) -> None:
     figures = {
         "confusion_matrix.png": plots.confusion_figure(matrix, classes, f"{title}: test confusion"),
         "reliability.png": plots.reliability_figure(
-            {
-                **before,
-                "table": m.reliability_bins(probabilities, test.labels, settings.calibration_bins),
-            },
-            {**after, "table": m.reliability_bins(scaled, test.labels, settings.calibration_bins)},
+            {**before, "table": tables["before"]},
+            {**after, "table": tables["after"]},
             temperature,
             f"{title}: reliability on test",
         ),

@@ -71,9 +71,12 @@ def reliability_bins(probabilities: np.ndarray, labels: np.ndarray, bins: int) -
     return {"counts": counts, "accuracy": accuracy, "confidence": mean_confidence}
 
 
-def calibration_metrics(probabilities: np.ndarray, labels: np.ndarray, bins: int = 15) -> dict:
-    """ECE and MCE (Guo et al. 2017), NLL and Brier score."""
-    table = reliability_bins(probabilities, labels, bins)
+def calibration_metrics(
+    probabilities: np.ndarray, labels: np.ndarray, bins: int = 15, table: dict | None = None
+) -> dict:
+    """ECE and MCE (Guo et al. 2017), NLL and Brier score; ``table``: reliability_bins of the
+    same inputs, when the caller has it already."""
+    table = table if table is not None else reliability_bins(probabilities, labels, bins)
     filled = table["counts"] > 0
     gaps = np.abs(table["accuracy"][filled] - table["confidence"][filled])
     weights = table["counts"][filled] / len(labels)
