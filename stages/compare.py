@@ -15,8 +15,8 @@ from stages.common import plots
 from stages.common.cli import run_stage
 from stages.common.errors import DataError
 from stages.common.io import read_json, save_figure, write_json, write_text
+from stages.common.layout import evaluation_paths, live_dir
 from stages.common.params import Params
-from stages.evaluate import paths
 
 log = logging.getLogger("compare")
 METRICS_FILE = Path("metrics/compare.json")
@@ -52,12 +52,12 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 def model_row(name: str) -> tuple[dict, dict[str, np.ndarray]]:
-    where = paths(name)
+    where = evaluation_paths(name)
     for key in ("metrics", "predictions"):
         if not where[key].is_file():
             raise DataError(f"{where[key]}: not found (run `dvc repro evaluate@{name}` first)")
     evaluation = read_json(where["metrics"])
-    training_file = Path("dvclive") / name / "metrics.json"
+    training_file = live_dir(name) / "metrics.json"
     training = read_json(training_file) if training_file.is_file() else {}
     row = {
         "model": name,
@@ -79,7 +79,9 @@ def ensemble_row(predictions: dict[str, dict[str, np.ndarray]], bins: int) -> di
     labels = next(iter(predictions.values()))["labels"]
     for name, arrays in predictions.items():
         if not np.array_equal(arrays["labels"], labels):
-            raise DataError(f"{paths(name)['predictions']}: evaluated on other test labels")
+            raise DataError(
+                f"{evaluation_paths(name)['predictions']}: evaluated on other test labels"
+            )
     probabilities = soft_vote([arrays["probabilities"] for arrays in predictions.values()])
     scaled = soft_vote([arrays["scaled"] for arrays in predictions.values()])
     scores = m.test_metrics(probabilities, labels, [str(k) for k in range(probabilities.shape[1])])

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
-from pathlib import Path
 
 import torch
 
@@ -21,22 +20,11 @@ from stages.common.engine import Distributed, Trainer, TrainRun
 from stages.common.errors import DataError
 from stages.common.freezing import Freezer
 from stages.common.io import read_json
+from stages.common.layout import live_dir, model_file, resume_file
 from stages.common.models import build_model, count_parameters
 from stages.common.params import Params
 
 log = logging.getLogger("train")
-
-
-def model_dir(name: str) -> Path:
-    return Path("models") / name
-
-
-def live_dir(name: str) -> Path:
-    return Path("dvclive") / name
-
-
-def state_path(name: str) -> Path:
-    return Path("checkpoints") / name / "resume.pt"
 
 
 def train(params: Params, name: str) -> None:
@@ -64,7 +52,7 @@ def train(params: Params, name: str) -> None:
         freezer=freezer,
         data=data,
         seed=params.seed,
-        state_path=state_path(name),
+        state_path=resume_file(name),
         fingerprint=fingerprint(settings),
         log_epoch=lambda metrics: log_to_live(live, metrics),
         distributed=distributed,
@@ -85,8 +73,8 @@ def train(params: Params, name: str) -> None:
         "best_epoch": result.best_epoch,
         "params": {"model": spec.model_dump(), "train": train_params.model_dump()},
     }
-    model_file = model_dir(name) / "model.pt"
-    save_torch(model_file, checkpoint)
+    saved_model = model_file(name)
+    save_torch(saved_model, checkpoint)
     summary = {
         "best_epoch": result.best_epoch + 1,
         "epochs_run": len(result.history),
@@ -100,7 +88,7 @@ def train(params: Params, name: str) -> None:
     }
     live.summary.update(summary)
     live.log_artifact(
-        str(model_file),
+        str(saved_model),
         type="model",
         name=f"cifar10-{name}",
         desc=f"{spec.arch} fine-tuned on CIFAR-10 (best val loss, epoch {summary['best_epoch']})",
@@ -108,14 +96,14 @@ def train(params: Params, name: str) -> None:
         cache=False,
     )
     live.end()
-    shutil.rmtree(state_path(name).parent, ignore_errors=True)
+    shutil.rmtree(resume_file(name).parent, ignore_errors=True)
     log.info(
         "%s: best epoch %d, val loss %.4f, val accuracy %.4f -> %s",
         name,
         summary["best_epoch"],
         summary["best_val_loss"],
         summary["best_val_accuracy"],
-        model_file,
+        saved_model,
     )
 
 
