@@ -13,7 +13,7 @@ import logging
 import pickle
 import tarfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -103,7 +103,7 @@ def _unpickle(blob: bytes, name: str) -> dict:
         raise DataError(f"data.source: {name} is not a readable CIFAR batch ({error})") from None
 
 
-def _read_official(read: callable, where: str) -> RawDataset:
+def _read_official(read: Callable[[str], bytes], where: str) -> RawDataset:
     """The official pickled batches; ``read(name)`` returns a batch file's bytes."""
 
     def batch(name: str) -> Split:
