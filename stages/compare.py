@@ -1,41 +1,111 @@
 """compare: every model's evaluation side by side, a soft-voting ensemble, and the best model.
 
-Outputs: ``metrics/compare.json``, ``reports/comparison.md`` and ``plots/compare/*.png``.
+Outputs: ``metrics/compare.json`` (the best model, the ensemble's headline numbers),
+``reports/comparison.md`` and ``reports/comparison.json`` (the whole table),
+``plots/compare/*.png``, and ``release/model.safetensors``: a copy of the best single model's
+checkpoint, the model registry's artifact (dvc.yaml `artifacts`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from stages.common import metrics as m
 from stages.common import plots
 from stages.common.cli import run_stage
-from stages.common.errors import DataError
-from stages.common.io import read_json, save_figure, write_json, write_text
-from stages.common.layout import evaluation_paths, live_dir
+from stages.common.errors import DataError, first_line
+from stages.common.io import NPZ_ERRORS, copy_file, read_json, save_figure, write_json, write_text
+from stages.common.layout import (
+    COMPARE_DETAILS,
+    COMPARE_METRICS,
+    COMPARE_PLOTS,
+    COMPARE_REPORT,
+    RELEASE_CHECKPOINT,
+    paths,
+)
 from stages.common.params import Params
 
 log = logging.getLogger("compare")
-METRICS_FILE = Path("metrics/compare.json")
-REPORT_FILE = Path("reports/comparison.md")
-PLOTS_DIR = Path("plots/compare")
 ENSEMBLE = "ensemble"
 LOWER_IS_BETTER = {"loss", "ece"}
+
+
+@dataclass
+class ModelResult:
+    """What compare reads of one model (or computes for the ensemble)."""
+
+    name: str
+    evaluation: dict[str, float]  # the headline numbers of evaluate
+    training: dict[str, Any]  # the headline numbers of train (empty for the ensemble)
+    probabilities: np.ndarray
+    labels: np.ndarray
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    label: str
+    value: Callable[[ModelResult], Any]
+
+
 COLUMNS = [
-    ("accuracy", "accuracy"),
-    ("f1_weighted", "F1 (weighted)"),
-    ("f1_macro", "F1 (macro)"),
-    ("loss", "loss (NLL)"),
-    ("ece", "ECE"),
-    ("ece_scaled", "ECE after T"),
-    ("parameters", "parameters"),
-    ("trainable_parameters", "trainable"),
-    ("train_seconds", "train time (s)"),
-    ("test_images_per_second", "test img/s"),
+    Column("accuracy", "accuracy", lambda r: r.evaluation["accuracy"]),
+    Column("f1_weighted", "F1 (weighted)", lambda r: r.evaluation["f1_weighted"]),
+    Column("loss", "loss (NLL)", lambda r: r.evaluation["loss"]),
+    Column("ece", "ECE", lambda r: r.evaluation["ece"]),
+    Column("ece_scaled", "ECE after T", lambda r: r.evaluation["ece_scaled"]),
+    Column("parameters", "parameters", lambda r: r.training.get("parameters")),
+    Column("trainable_parameters", "trainable", lambda r: r.training.get("trainable_parameters")),
+    Column("train_minutes", "train time (min)", lambda r: r.training.get("train_minutes")),
+    Column("best_epoch", "best epoch", lambda r: r.training.get("best_epoch")),
 ]
+CHART_COLUMNS = ("accuracy", "f1_weighted", "ece", "ece_scaled")
+CURVES = ("train/loss", "val/loss", "val/accuracy", "train/lr")
+
+
+def row(result: ModelResult) -> dict[str, Any]:
+    return {"model": result.name, **{column.key: column.value(result) for column in COLUMNS}}
+
+
+def read_predictions(path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path) as arrays:
+            return {key: arrays[key] for key in arrays.files}
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found (run the evaluate stage first)") from None
+    except NPZ_ERRORS as error:
+        raise DataError(
+            f"{path}: damaged predictions ({first_line(error, limit=80)}); restore them with "
+            "`dvc checkout` or re-create them with `dvc repro -f` of its evaluate stage"
+        ) from None
+
+
+def read_model(name: str) -> ModelResult:
+    where = paths(name)
+    predictions = read_predictions(where.predictions)
+    return ModelResult(
+        name,
+        read_json(where.evaluate_metrics),
+        read_json(where.train_metrics),
+        predictions["probabilities"],
+        predictions["labels"],
+    )
+
+
+def read_curves(live_dir: Path) -> dict[str, list[float]]:
+    """Per-epoch values of DVCLive's TSVs (``train/loss`` -> [...]); missing ones are empty."""
+    curves = {}
+    for key in CURVES:
+        tsv = live_dir / "plots" / "metrics" / f"{key}.tsv"
+        lines = tsv.read_text().splitlines()[1:] if tsv.is_file() else []
+        curves[key] = [float(line.split("\t")[-1]) for line in lines if line]
+    return curves
 
 
 def soft_vote(probabilities: list[np.ndarray]) -> np.ndarray:
@@ -43,75 +113,35 @@ def soft_vote(probabilities: list[np.ndarray]) -> np.ndarray:
     return np.mean(np.stack(probabilities), axis=0)
 
 
-def read_npz(path: Path) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path) as arrays:
-            return {key: arrays[key] for key in arrays.files}
-    except (OSError, ValueError) as error:
-        raise DataError(f"{path}: unreadable predictions ({error}); re-run evaluate") from None
-
-
-def model_row(name: str) -> tuple[dict, dict[str, np.ndarray]]:
-    where = evaluation_paths(name)
-    for key in ("metrics", "predictions"):
-        if not where[key].is_file():
-            raise DataError(f"{where[key]}: not found (run `dvc repro evaluate@{name}` first)")
-    evaluation = read_json(where["metrics"])
-    training_file = live_dir(name) / "metrics.json"
-    training = read_json(training_file) if training_file.is_file() else {}
-    row = {
-        "model": name,
-        "accuracy": evaluation["accuracy"],
-        "f1_weighted": evaluation["f1_weighted"],
-        "f1_macro": evaluation["f1_macro"],
-        "loss": evaluation["loss"],
-        "ece": evaluation["calibration"]["ece"],
-        "ece_scaled": evaluation["calibration"]["ece_scaled"],
-        "parameters": training.get("parameters"),
-        "trainable_parameters": training.get("trainable_parameters_final"),
-        "train_seconds": training.get("train_seconds"),
-        "test_images_per_second": evaluation["speed"]["test_images_per_second"],
-    }
-    return row, read_npz(where["predictions"])
-
-
-def ensemble_row(predictions: dict[str, dict[str, np.ndarray]], bins: int) -> dict:
-    labels = next(iter(predictions.values()))["labels"]
-    for name, arrays in predictions.items():
-        if not np.array_equal(arrays["labels"], labels):
-            raise DataError(
-                f"{evaluation_paths(name)['predictions']}: evaluated on other test labels"
-            )
-    probabilities = soft_vote([arrays["probabilities"] for arrays in predictions.values()])
-    scaled = soft_vote([arrays["scaled"] for arrays in predictions.values()])
+def ensemble(results: list[ModelResult], bins: int) -> ModelResult:
+    labels = results[0].labels
+    for result in results:
+        if not np.array_equal(result.labels, labels):
+            raise DataError(f"{paths(result.name).predictions}: evaluated on other test labels")
+    probabilities = soft_vote([result.probabilities for result in results])
     scores = m.test_metrics(probabilities, labels, [str(k) for k in range(probabilities.shape[1])])
-    return {
-        "model": ENSEMBLE,
+    evaluation = {
         "accuracy": scores["accuracy"],
         "f1_weighted": scores["f1_weighted"],
-        "f1_macro": scores["f1_macro"],
-        "loss": m.nll(probabilities, labels),
+        "loss": scores["loss"],
         "ece": m.calibration_metrics(probabilities, labels, bins)["ece"],
-        "ece_scaled": m.calibration_metrics(scaled, labels, bins)["ece"],
-        "parameters": None,
-        "trainable_parameters": None,
-        "train_seconds": None,
-        "test_images_per_second": None,
+        "ece_scaled": None,
     }
+    return ModelResult(ENSEMBLE, evaluation, {}, probabilities, labels)
 
 
-def best_model(rows: list[dict], metric: str) -> dict:
+def best_of(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
     sign = 1 if metric in LOWER_IS_BETTER else -1
-    return min(rows, key=lambda row: sign * row[metric])
+    return min(rows, key=lambda entry: sign * entry[metric])
 
 
 def markdown_table(rows: list[dict], best: str, metric: str, notes: list[str]) -> str:
     lines = ["# Model comparison (test split)", ""]
-    lines += ["| model | " + " | ".join(label for _, label in COLUMNS) + " |"]
+    lines += ["| model | " + " | ".join(column.label for column in COLUMNS) + " |"]
     lines += ["|---|" + "---:|" * len(COLUMNS)]
-    for row in rows:
-        cells = [_cell(row[key]) for key, _ in COLUMNS]
-        name = f"**{row['model']}**" if row["model"] == best else row["model"]
+    for entry in rows:
+        cells = [_cell(entry[column.key]) for column in COLUMNS]
+        name = f"**{entry['model']}**" if entry["model"] == best else entry["model"]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", f"Best by `{metric}`: **{best}**."]
     lines += [f"- {note}" for note in notes]
@@ -119,7 +149,7 @@ def markdown_table(rows: list[dict], best: str, metric: str, notes: list[str]) -
     return "\n".join(lines)
 
 
-def _cell(value) -> str:
+def _cell(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, int) or (isinstance(value, float) and value >= 1000):
@@ -131,57 +161,55 @@ def main(params: Params) -> None:
     names = list(params.models)
     if not names:
         raise DataError("compare: no models in params.yaml")
-    rows, predictions, notes = [], {}, []
-    for name in names:
-        row, arrays = model_row(name)
-        rows.append(row)
-        predictions[name] = arrays
-    if len(names) >= 2:
-        rows.append(ensemble_row(predictions, params.evaluate.calibration_bins))
+    metric = params.compare.metric
+    results = [read_model(name) for name in names]
+    notes = []
+    rows = [row(result) for result in results]
+    best_single = best_of(rows, metric)["model"]
+    if len(results) >= 2:
+        rows.append(row(ensemble(results, params.evaluate.calibration_bins)))
     else:
         notes.append("the ensemble is skipped: it needs at least two models")
         log.warning(notes[-1])
-    metric = params.compare.metric
-    best = best_model(rows, metric)
+    best = best_of(rows, metric)
     colours = {name: plots.model_colour(i) for i, name in enumerate(names)}
     colours[ENSEMBLE] = plots.ENSEMBLE_COLOUR
+    labels = {column.key: column.label for column in COLUMNS}
     save_figure(
         plots.comparison_figure(
             rows,
             colours,
-            [
-                ("accuracy", "test accuracy"),
-                ("f1_weighted", "F1 (weighted)"),
-                ("ece", "ECE before T"),
-                ("ece_scaled", "ECE after T"),
-                ("test_images_per_second", "test images/s"),
-            ],
+            [(key, labels[key]) for key in CHART_COLUMNS],
             "Models on the CIFAR-10 test split",
         ),
-        PLOTS_DIR / "comparison.png",
+        COMPARE_PLOTS / "comparison.png",
     )
-    curves = {
-        name: m.risk_coverage(predictions[name]["probabilities"], predictions[name]["labels"])
-        for name in names
-    }
+    curves = {r.name: m.risk_coverage(r.probabilities, r.labels) for r in results}
     save_figure(
         plots.risk_coverage_figure(curves, colours, "Selective prediction, all models"),
-        PLOTS_DIR / "risk_coverage.png",
+        COMPARE_PLOTS / "risk_coverage.png",
     )
+    histories = {name: read_curves(paths(name).live_dir) for name in names}
+    save_figure(plots.training_curves_figure(histories, colours), COMPARE_PLOTS / "training.png")
+    copy_file(paths(best_single).checkpoint, RELEASE_CHECKPOINT)
+    ensemble_row = next((entry for entry in rows if entry["model"] == ENSEMBLE), None)
+    headline = {"best_model": best["model"], "best_value": best[metric]}
+    if ensemble_row:
+        headline["ensemble_accuracy"] = ensemble_row["accuracy"]
+    write_json(COMPARE_METRICS, headline)
     write_json(
-        METRICS_FILE,
-        {
-            "models": {
-                row["model"]: {k: v for k, v in row.items() if k != "model"} for row in rows
-            },
-            "best_model": best["model"],
-            "best_metric": metric,
-            "best_value": best[metric],
-            "notes": notes,
-        },
+        COMPARE_DETAILS,
+        {"metric": metric, "released_model": best_single, "rows": rows, "notes": notes},
     )
-    write_text(REPORT_FILE, markdown_table(rows, best["model"], metric, notes))
-    log.info("best model by %s: %s (%.4f)", metric, best["model"], best[metric])
+    write_text(COMPARE_REPORT, markdown_table(rows, best["model"], metric, notes))
+    log.info(
+        "best by %s: %s (%.4f); released %s -> %s",
+        metric,
+        best["model"],
+        best[metric],
+        best_single,
+        RELEASE_CHECKPOINT,
+    )
 
 
 if __name__ == "__main__":

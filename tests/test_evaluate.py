@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import pickle
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
+from stages.common.checkpoint import METADATA_KEY
+from stages.common.tensorio import load_tensors, save_tensors
+from tests import synthetic
 from tests.conftest import run_module, update_params
 
 PNGS = [
@@ -49,9 +53,11 @@ def evaluated(tmp_path_factory, trained_template) -> Path:
 
 
 def test_evaluate_writes_every_output(evaluated):
-    results = json.loads((evaluated / "metrics/evaluate/resnet.json").read_text())
-    assert 0.3 < results["accuracy"] <= 1.0
-    assert set(results["per_class"]) == {f"class{k}" for k in range(10)}
+    headline = json.loads((evaluated / "metrics/evaluate/resnet.json").read_text())
+    assert set(headline) == {"accuracy", "f1_weighted", "loss", "ece", "ece_scaled"}
+    results = json.loads((evaluated / "evaluation/resnet/details.json").read_text())
+    assert 0.3 < results["accuracy"] == headline["accuracy"] <= 1.0
+    assert set(results["per_class"]) == set(synthetic.CLASSES)
     assert results["calibration"]["temperature"] > 0
     assert results["uncertainty"]["confidence_correct"] > results["uncertainty"]["confidence_wrong"]
     assert results["speed"]["test_images_per_second"] > 0
@@ -61,7 +67,7 @@ def test_evaluate_writes_every_output(evaluated):
         (evaluated / "evaluation/resnet/live/plots/sklearn/confusion_matrix.json").read_text()
     )
     assert len(confusion) == 100 and {"actual", "predicted"} <= set(confusion[0])
-    assert confusion[0]["actual"].startswith("class")
+    assert confusion[0]["actual"] in synthetic.CLASSES
     arrays = np.load(evaluated / "evaluation/resnet/predictions.npz")
     np.testing.assert_allclose(arrays["probabilities"].sum(1), 1.0)
     accuracy = (arrays["probabilities"].argmax(1) == arrays["labels"]).mean()
@@ -71,16 +77,17 @@ def test_evaluate_writes_every_output(evaluated):
 def test_sample_larger_than_test_set_is_clipped_and_said(evaluated):
     note = "evaluate.tsne_samples=5000 is more than the 100 available; using 100"
     assert note in (evaluated / "stderr.txt").read_text()
-    assert note in json.loads((evaluated / "metrics/evaluate/resnet.json").read_text())["notes"]
+    assert note in json.loads((evaluated / "evaluation/resnet/details.json").read_text())["notes"]
 
 
 def test_evaluation_is_deterministic(evaluated, tmp_path):
     again = Path(shutil.copytree(evaluated, tmp_path / "again"))
     assert evaluate(again).returncode == 0
-    first = json.loads((evaluated / "metrics/evaluate/resnet.json").read_text())
-    second = json.loads((again / "metrics/evaluate/resnet.json").read_text())
-    first.pop("speed"), second.pop("speed")
-    assert first == second
+    for name in ("metrics/evaluate/resnet.json", "evaluation/resnet/details.json"):
+        first = json.loads((evaluated / name).read_text())
+        second = json.loads((again / name).read_text())
+        first.pop("speed", None), second.pop("speed", None)
+        assert first == second
 
 
 def test_compare_with_one_model_skips_the_ensemble(evaluated, tmp_path):
@@ -92,15 +99,20 @@ def test_compare_with_one_model_skips_the_ensemble(evaluated, tmp_path):
     table = (project / "reports/comparison.md").read_text()
     assert "| **resnet** |" in table and "ensemble |" not in table
     summary = json.loads((project / "metrics/compare.json").read_text())
-    assert summary["best_model"] == "resnet" and list(summary["models"]) == ["resnet"]
+    assert summary == {"best_model": "resnet", "best_value": summary["best_value"]}
+    details = json.loads((project / "reports/comparison.json").read_text())
+    assert details["released_model"] == "resnet"
+    released = project / "release/model.safetensors"
+    assert released.read_bytes() == (project / "models/resnet/model.safetensors").read_bytes()
 
 
 def test_compare_ensemble_is_the_average_of_two_models(evaluated, tmp_path):
     project = Path(shutil.copytree(evaluated, tmp_path / "two"))
     # a second "model": the same evaluation with shuffled probabilities
-    for sub in ("evaluation", "dvclive"):
+    for sub in ("evaluation", "dvclive", "models"):
         shutil.copytree(project / sub / "resnet", project / sub / "vit")
-    shutil.copy(project / "metrics/evaluate/resnet.json", project / "metrics/evaluate/vit.json")
+    for sub in ("evaluate", "train"):
+        shutil.copy(project / f"metrics/{sub}/resnet.json", project / f"metrics/{sub}/vit.json")
     arrays = dict(np.load(project / "evaluation/vit/predictions.npz"))
     rng = np.random.default_rng(0)
     arrays["probabilities"] = rng.dirichlet(np.ones(10), len(arrays["labels"]))
@@ -111,44 +123,103 @@ def test_compare_ensemble_is_the_average_of_two_models(evaluated, tmp_path):
     resnet = np.load(project / "evaluation/resnet/predictions.npz")
     average = (resnet["probabilities"] + arrays["probabilities"]) / 2
     expected = (average.argmax(1) == arrays["labels"]).mean()
-    assert summary["models"]["ensemble"]["accuracy"] == pytest.approx(expected)
-    assert (project / "plots/compare/comparison.png").exists()
+    assert summary["ensemble_accuracy"] == pytest.approx(expected)
+    table = json.loads((project / "reports/comparison.json").read_text())["rows"]
+    assert [row["model"] for row in table] == ["resnet", "vit", "ensemble"]
+    for name in ("comparison", "risk_coverage", "training"):
+        assert (project / f"plots/compare/{name}.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def break_classes(path: Path) -> None:
-    checkpoint = torch.load(path, weights_only=False)
-    checkpoint["classes"] = [f"other{k}" for k in range(10)]
-    torch.save(checkpoint, path)
+def rewrite_metadata(path: Path, change) -> None:
+    weights, metadata = load_tensors(path)
+    info = json.loads(metadata[METADATA_KEY])
+    change(info)
+    save_tensors(path, weights, {METADATA_KEY: json.dumps(info)})
 
 
-def break_preprocessing(path: Path) -> None:
-    checkpoint = torch.load(path, weights_only=False)
-    checkpoint["preprocessing"]["std"] = [0.0, 0.0]
-    torch.save(checkpoint, path)
+class Payload:
+    """Pickled as a call to os.system: unpickling it would run a command."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def crafted_pickle(path: Path) -> None:
+    """A pickle, named like the model, that runs a command if anything unpickles it."""
+    path.write_bytes(pickle.dumps(Payload(path.parent / "pwned")))
 
 
 @pytest.mark.parametrize(
     ("damage", "expected"),
     [
-        (lambda path: path.unlink(), "models/resnet/model.pt: model checkpoint not found"),
+        (lambda path: path.unlink(), "models/resnet/model.safetensors: model checkpoint not found"),
         (
-            lambda path: path.write_bytes(b"junk"),
-            "models/resnet/model.pt: corrupt model checkpoint",
+            crafted_pickle,
+            "models/resnet/model.safetensors: not a safetensors file (looks like a pickle); "
+            "refusing to load it",
         ),
-        (break_classes, "models/resnet/model.pt: trained for classes ['other0'"),
-        (break_preprocessing, "models/resnet/model.pt: invalid preprocessing"),
+        (
+            lambda path: path.write_bytes(path.read_bytes()[:-100]),
+            "models/resnet/model.safetensors: damaged",
+        ),
+        (
+            lambda path: rewrite_metadata(path, lambda i: i.update(classes=["x"] * 10)),
+            "models/resnet/model.safetensors: trained for classes ['x'",
+        ),
+        (
+            lambda path: rewrite_metadata(path, lambda i: i["preprocessing"].update(std=[0, 0, 0])),
+            "models/resnet/model.safetensors: invalid metadata at 'preprocessing.std.0'",
+        ),
+        (
+            lambda path: rewrite_metadata(path, lambda i: i.update(arch="test_vit")),
+            "models/resnet/model.safetensors: weights do not fit 'test_vit'",
+        ),
     ],
 )
 def test_bad_checkpoint_is_named_and_earlier_results_survive(evaluated, tmp_path, damage, expected):
     project = Path(shutil.copytree(evaluated, tmp_path / "bad"))
     before = digest(project / "metrics/evaluate/resnet.json")
-    damage(project / "models/resnet/model.pt")
+    damage(project / "models/resnet/model.safetensors")
     result = evaluate(project)
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: {expected}"), result.stderr[-1500:]
+    assert "Traceback" not in result.stderr
     assert digest(project / "metrics/evaluate/resnet.json") == before
+    assert not (project / "models/resnet/pwned").exists()  # nothing was unpickled
+
+
+def test_any_checkpoint_path_evaluates_into_its_own_folder(evaluated, tmp_path):
+    project = Path(shutil.copytree(evaluated, tmp_path / "adhoc"))
+    copy = tmp_path / "elsewhere" / "candidate.safetensors"
+    copy.parent.mkdir()
+    shutil.copy(project / "models/resnet/model.safetensors", copy)
+    result = run_module(project, "stages.evaluate", "--checkpoint", str(copy), "--out", "out")
+    assert result.returncode == 0, result.stderr
+    ours = json.loads((project / "out/metrics.json").read_text())
+    assert ours == json.loads((project / "metrics/evaluate/resnet.json").read_text())
+    assert (project / "out/plots/confusion_matrix.png").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_damaged_predictions_stop_compare_with_one_line(evaluated, tmp_path, damage):
+    project = Path(shutil.copytree(evaluated, tmp_path / "d"))
+    keep_models(project, ["resnet"])
+    path = project / "evaluation/resnet/predictions.npz"
+    blob = path.read_bytes()
+    middle = len(blob) // 2
+    path.write_bytes(
+        blob[:middle] if damage == "truncate" else blob[:middle] + b"\xff" + blob[middle + 1 :]
+    )
+    result = run_module(project, "stages.compare")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: evaluation/resnet/predictions.npz: damaged predictions")
+    assert "dvc checkout" in last

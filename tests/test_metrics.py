@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from stages.common import metrics as m
-from stages.compare import best_model, soft_vote
+from stages.compare import best_of, soft_vote
 
 
 def two_class(confidence: float, n: int) -> np.ndarray:
@@ -92,5 +92,5 @@ def test_soft_vote_is_the_mean_and_best_model_respects_direction():
         {"model": "a", "accuracy": 0.8, "loss": 0.5},
         {"model": "b", "accuracy": 0.7, "loss": 0.4},
     ]
-    assert best_model(rows, "accuracy")["model"] == "a"
-    assert best_model(rows, "loss")["model"] == "b"
+    assert best_of(rows, "accuracy")["model"] == "a"
+    assert best_of(rows, "loss")["model"] == "b"

@@ -1,10 +1,14 @@
-"""The model checkpoint a train stage outputs, and the resumable state it keeps meanwhile.
+"""The model file a train stage outputs, and the resumable state it keeps while it runs.
 
-Resume design: the resumable state lives in ``checkpoints/<model>/resume.pt``, which is *not*
-a DVC output, keyed by a fingerprint of everything that shapes the run (params, data hash,
-code). A killed run re-run with the same fingerprint continues from its last completed epoch;
-any change starts fresh. Because no output is ``persist: true``, DVC's run-cache keeps working:
-an experiment whose params and deps were seen before is restored, not retrained.
+A model file is ``models/<name>/model.safetensors``: the weights under their usual names (timm
+can load it as pretrained weights too) and, in the safetensors header, this project's metadata
+as JSON (architecture, classes, preprocessing, data hash, best epoch, params). Nothing in it is
+code, so a model pulled from a shared remote cannot run anything when loaded.
+
+Resume design: the resumable state lives in ``checkpoints/<name>/resume.safetensors``, *not* a
+DVC output, keyed by a fingerprint of everything that shapes the run (params, data hash, code).
+A killed run re-run with the same fingerprint continues from its last completed epoch; any
+change starts fresh. Because no output is ``persist: true``, DVC's run-cache keeps working.
 """
 
 from __future__ import annotations
@@ -12,28 +16,92 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError
 
 from stages.common.errors import DataError
-from stages.common.io import write_atomic
+from stages.common.tensorio import load_tensors, load_tree, save_tensors, save_tree
 
 log = logging.getLogger(__name__)
 CODE_DIR = Path(__file__).resolve().parents[1]
+METADATA_KEY = "cifar10_dvc"
+FORMAT_VERSION = 1
+
+
+class Preprocessing(BaseModel):
+    """What turns a uint8 32 px image into model input."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    img_size: Annotated[int, Field(ge=1)]
+    mean: tuple[float, float, float]
+    std: tuple[PositiveFloat, PositiveFloat, PositiveFloat]
+    interpolation: Literal["bilinear", "bicubic"] = "bilinear"
+
+
+class CheckpointInfo(BaseModel):
+    """The metadata stored with the weights."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format: int = FORMAT_VERSION
+    arch: str
+    classes: list[str]
+    preprocessing: Preprocessing
+    data_sha256: str | None = None
+    best_epoch: int | None = None
+    params: dict[str, Any] = {}
+
+
+@dataclass
+class ModelCheckpoint:
+    """Weights and metadata of a trained model, saved and loaded in one checked place."""
+
+    info: CheckpointInfo
+    weights: dict[str, torch.Tensor]
+
+    def save(self, path: Path | str) -> None:
+        metadata = {METADATA_KEY: self.info.model_dump_json()}
+        save_tensors(path, self.weights, metadata)
+
+    @classmethod
+    def load(cls, path: Path | str) -> ModelCheckpoint:
+        """The checkpoint at ``path``; DataError (one line naming the file) for a missing,
+        damaged or foreign file. Never unpickles anything."""
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"{path}: model checkpoint not found (run the train stage first)")
+        weights, metadata = load_tensors(path)
+        if METADATA_KEY not in metadata:
+            raise DataError(
+                f"{path}: a safetensors file without this project's metadata (plain weights? "
+                "use them as `pretrained` instead)"
+            )
+        try:
+            info = CheckpointInfo.model_validate_json(metadata[METADATA_KEY])
+        except ValidationError as error:
+            problem = error.errors()[0]
+            where = ".".join(str(part) for part in problem["loc"])
+            raise DataError(f"{path}: invalid metadata at '{where}' ({problem['msg']})") from None
+        if info.format != FORMAT_VERSION:
+            raise DataError(f"{path}: checkpoint format {info.format}, expected {FORMAT_VERSION}")
+        return cls(info, weights)
 
 
 def fingerprint(settings: dict[str, Any]) -> str:
-    """A hash of ``settings`` (JSON-able) and of the training code itself."""
+    """A hash of ``settings`` (JSON-able) and of the project's code itself."""
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     for path in sorted(CODE_DIR.rglob("*.py")):
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 
-def save_torch(path: Path, payload: dict[str, Any]) -> None:
-    write_atomic(path, lambda temp: torch.save(payload, temp))
+def save_resume_state(path: Path, state: dict[str, Any]) -> None:
+    save_tree(path, state)
 
 
 def load_resume_state(path: Path, expected_fingerprint: str) -> dict[str, Any] | None:
@@ -41,27 +109,13 @@ def load_resume_state(path: Path, expected_fingerprint: str) -> dict[str, Any] |
     if not path.is_file():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_tree(path)
         saved = state["fingerprint"]
-    except Exception as error:  # a damaged file raises whatever the unpickler hits
-        log.warning("%s is corrupt (%s); refusing it and starting fresh", path, error)
+    except (DataError, KeyError, TypeError) as error:
+        log.warning("%s is unusable (%s); refusing it and starting fresh", path, error)
         return None
     if saved != expected_fingerprint:
         log.info("%s is from other params or code (%s); starting fresh", path, saved)
         return None
     log.info("resuming from %s after epoch %d", path, state["epoch"])
     return state
-
-
-def load_model_checkpoint(path: Path) -> dict[str, Any]:
-    """A train stage's model file, checked for the keys evaluation needs."""
-    if not path.is_file():
-        raise DataError(f"{path}: model checkpoint not found (run the train stage first)")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:
-        raise DataError(f"{path}: corrupt model checkpoint ({error})") from None
-    missing = {"arch", "state_dict", "classes", "preprocessing"} - set(checkpoint)
-    if missing:
-        raise DataError(f"{path}: not a model checkpoint of this project (lacks {sorted(missing)})")
-    return checkpoint

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from sklearn.manifold import TSNE
 from torch import nn
 
-from stages.common.augment import DeviceInput
+from stages.common.inference import DeviceInput
 
 
 def _as_grid(features: torch.Tensor, model: nn.Module) -> torch.Tensor:

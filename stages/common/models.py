@@ -1,34 +1,32 @@
-"""timm models: creation from params, pretrained weights from the hub or a local file."""
+"""timm models: creation from params, pretrained weights from the hub or a local file.
+
+Every model gets a new classification head for the ten classes, initialised at zero (as BiT
+does): over pretrained features a head drawn by the architecture's own scheme starts with
+huge logits that a head-only phase (freeze_backbone, the start of progressive unfreezing)
+needs many steps to undo; a zero head starts at the uniform prediction and learns from the
+first step. A local weights file must load completely, the replaced head excepted.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import logging
+import pickle  # nosec B403: only to recognise torch's UnpicklingError
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
 from torch import nn
 
-from stages.common.errors import ParamsError
+from stages.common import cifar_nets  # noqa: F401  (registers the CIFAR-native networks)
+from stages.common.checkpoint import Preprocessing
+from stages.common.cifar10 import MEAN, STD
+from stages.common.errors import ParamsError, first_line
 from stages.common.params import ModelParams
 
-# Channel statistics of CIFAR-10 (0..1 scale) for models trained from scratch at 32 px.
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
 NATIVE_SIZE = 32
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """What turns a uint8 32 px image into model input; saved with every checkpoint."""
-
-    img_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    interpolation: str = "bilinear"
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def check_arch(arch: str, key: str) -> None:
@@ -38,107 +36,160 @@ def check_arch(arch: str, key: str) -> None:
         raise ParamsError(f"{key}: unknown timm architecture '{arch}'{hint}")
 
 
-def check_model_spec(name: str, spec: ModelParams) -> None:
-    """What can be checked without building the model: the architecture and the weights file."""
-    check_arch(spec.arch, f"models.{name}.arch")
-    if isinstance(spec.pretrained, str) and not Path(spec.pretrained).is_file():
-        raise ParamsError(f"models.{name}.pretrained: weights file '{spec.pretrained}' not found")
-
-
-def _create(arch: str, num_classes: int, img_size: int | None, **kwargs) -> nn.Module:
-    """Create ``arch``; models with a fixed input grid (ViT) are built for ``img_size``."""
+def create_architecture(arch: str, num_classes: int, img_size: int | None, **kwargs) -> nn.Module:
+    """``arch`` with ``num_classes`` outputs; models with a fixed input grid (ViT) are built for
+    ``img_size``, convolutional ones take any size."""
     if img_size is not None:
         try:
             return timm.create_model(arch, num_classes=num_classes, img_size=img_size, **kwargs)
-        except TypeError:  # convolutional models take any input size
+        except TypeError:  # convolutional models take no img_size
             pass
     return timm.create_model(arch, num_classes=num_classes, **kwargs)
 
 
+def input_size(spec: ModelParams) -> int | None:
+    """The training resolution: img_size if set, else native 32 px without pretrained weights,
+    else (None) the pretrained config's."""
+    if spec.img_size:
+        return spec.img_size
+    return None if spec.pretrained else NATIVE_SIZE
+
+
 def build_model(name: str, spec: ModelParams, num_classes: int) -> tuple[nn.Module, Preprocessing]:
-    """The model of ``models.<name>`` and the preprocessing its weights expect."""
+    """The model of ``models.<name>`` with its zero-initialised head, and the preprocessing its
+    weights expect. ParamsError (one line) for an unknown architecture or unusable weights."""
     key = f"models.{name}"
-    check_model_spec(name, spec)
+    check_arch(spec.arch, f"{key}.arch")
     pretrained = spec.pretrained
-    kwargs: dict = {}
+    img_size = input_size(spec)
     if isinstance(pretrained, str):
-        kwargs["pretrained_cfg_overlay"] = {"file": pretrained}
-    img_size = spec.img_size if spec.img_size else (None if pretrained else NATIVE_SIZE)
-    try:
-        model = _create(spec.arch, num_classes, img_size, pretrained=bool(pretrained), **kwargs)
-    except Exception as error:  # unpicklers and hub clients raise many types
-        if isinstance(pretrained, str):
-            raise ParamsError(_describe_load_error(key, spec, num_classes, error)) from None
-        if pretrained:
+        model = _from_weights_file(key, spec, num_classes, img_size)
+    elif pretrained:
+        try:
+            model = create_architecture(spec.arch, num_classes, img_size, pretrained=True)
+        except Exception as error:  # hub clients raise many types
             raise ParamsError(
-                f"{key}.pretrained: could not fetch timm's weights for '{spec.arch}' ({error}); "
-                "offline, set it to a local .pth/.safetensors file"
+                f"{key}.pretrained: could not fetch timm's weights for '{spec.arch}' "
+                f"({first_line(error)}); offline, set it to a local .pth/.safetensors file"
             ) from None
-        raise
+    else:
+        try:
+            model = create_architecture(spec.arch, num_classes, img_size, pretrained=False)
+        except (ValueError, TypeError, RuntimeError) as error:
+            raise ParamsError(f"{key}.arch: cannot build '{spec.arch}' ({error})") from None
+    zero_head(model)
     return model, resolve_preprocessing(model, bool(pretrained), img_size)
+
+
+def zero_head(model: nn.Module) -> None:
+    """Start the classification head at zero: uniform predictions, gradients from step one."""
+    head = model.get_classifier()
+    with torch.no_grad():
+        for parameter in head.parameters():
+            parameter.zero_()
+
+
+def check_weights_file(name: str, spec: ModelParams, num_classes: int) -> None:
+    """Load ``models.<name>.pretrained`` the way training will, so that a wrong file stops
+    before DVC runs anything (stages.check_params)."""
+    if isinstance(spec.pretrained, str):
+        _from_weights_file(f"models.{name}", spec, num_classes, input_size(spec))
+
+
+def _from_weights_file(
+    key: str, spec: ModelParams, num_classes: int, img_size: int | None
+) -> nn.Module:
+    path = Path(str(spec.pretrained))
+    if not path.is_file():
+        raise ParamsError(f"{key}.pretrained: weights file '{path}' not found")
+    with _recorded_loads() as loads:
+        try:
+            model = create_architecture(
+                spec.arch,
+                num_classes,
+                img_size,
+                pretrained=True,
+                pretrained_cfg_overlay={"file": str(path)},
+            )
+        except pickle.UnpicklingError as error:
+            if "weights only" not in str(error).lower():
+                raise ParamsError(_load_error(key, spec.arch, path, error)) from None
+            raise ParamsError(
+                f"{key}.pretrained: '{path}' is not a weights file: it holds pickled Python "
+                "objects, not only tensors (save a state_dict, or use .safetensors)"
+            ) from None
+        except Exception as error:  # loaders raise many types for a foreign file
+            raise ParamsError(_load_error(key, spec.arch, path, error)) from None
+    result = next((result for module, result in loads if module is model), None)
+    if result is None:
+        raise ParamsError(f"{key}.pretrained: timm loaded nothing from '{path}'")
+    head = _head_names(model)
+    missing = [k for k in result.missing_keys if k not in head]
+    unexpected = [k for k in result.unexpected_keys if k not in head]
+    if missing or unexpected:
+        details = [
+            f"{len(names)} {label}: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}"
+            for label, names in (("missing keys", missing), ("unexpected keys", unexpected))
+            if names
+        ]
+        raise ParamsError(
+            f"{key}.pretrained: '{path}' does not hold weights of '{spec.arch}' "
+            f"({'; '.join(details)})"
+        )
+    return model
+
+
+@contextmanager
+def _recorded_loads() -> Iterator[list[tuple[nn.Module, Any]]]:
+    """Record (module, result) of every load_state_dict call: timm loads a local file
+    non-strictly when it replaces the head, and reports missing keys only in its log (silenced
+    here: the caller checks the keys and names the problem in one line)."""
+    original = nn.Module.load_state_dict
+    builder_log = logging.getLogger("timm.models._builder")
+    level = builder_log.level
+    calls: list[tuple[nn.Module, Any]] = []
+
+    def recording(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        result = original(self, *args, **kwargs)
+        calls.append((self, result))
+        return result
+
+    nn.Module.load_state_dict = recording  # type: ignore[method-assign]
+    builder_log.setLevel(logging.ERROR)
+    try:
+        yield calls
+    finally:
+        nn.Module.load_state_dict = original  # type: ignore[method-assign]
+        builder_log.setLevel(level)
+
+
+def _head_names(model: nn.Module) -> set[str]:
+    """State-dict names of the classification head (replaced, so not expected in the file)."""
+    head = model.get_classifier()
+    prefix = next((name for name, module in model.named_modules() if module is head), None)
+    return {f"{prefix}.{name}" for name in head.state_dict()} if prefix else set()
+
+
+def _load_error(key: str, arch: str, path: Path, error: Exception) -> str:
+    message = first_line(error, prefer="size mismatch")
+    if "size mismatch" in str(error):
+        return f"{key}.pretrained: '{path}' does not hold weights of '{arch}' ({message})"
+    return f"{key}.pretrained: '{path}' is not a readable weights file ({message})"
 
 
 def resolve_preprocessing(
     model: nn.Module, pretrained: bool, img_size: int | None
 ) -> Preprocessing:
     config = timm.data.resolve_model_data_config(model)
+    size = img_size or config["input_size"][-1]
     if not pretrained:
-        return Preprocessing(img_size or config["input_size"][-1], CIFAR_MEAN, CIFAR_STD)
+        return Preprocessing(img_size=size, mean=MEAN, std=STD)
     return Preprocessing(
-        img_size or config["input_size"][-1],
-        tuple(config["mean"]),
-        tuple(config["std"]),
-        "bicubic" if config.get("interpolation") == "bicubic" else "bilinear",
+        img_size=size,
+        mean=tuple(config["mean"]),
+        std=tuple(config["std"]),
+        interpolation="bicubic" if config.get("interpolation") == "bicubic" else "bilinear",
     )
-
-
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    weights = torch.load(path, map_location="cpu", weights_only=True)
-    return weights.get("state_dict", weights) if isinstance(weights, dict) else {}
-
-
-def _describe_load_error(key: str, spec: ModelParams, num_classes: int, error: Exception) -> str:
-    """One line saying which weight names are missing, unexpected or of another shape."""
-    path = Path(str(spec.pretrained))
-    try:
-        found = _read_weights(path)
-    except Exception as read_error:
-        return f"{key}.pretrained: '{path}' is not a readable weights file ({read_error})"[:300]
-    expected = _create(spec.arch, num_classes, spec.img_size, pretrained=False).state_dict()
-    missing = [name for name in expected if name not in found]
-    unexpected = [name for name in found if name not in expected]
-    resized = [
-        name
-        for name in expected
-        if name in found and tuple(found[name].shape) != tuple(expected[name].shape)
-    ]
-    details = [
-        f"{len(names)} {label}: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}"
-        for label, names in (
-            ("missing keys", missing),
-            ("unexpected keys", unexpected),
-            ("tensors of another shape", resized),
-        )
-        if names
-    ]
-    reason = "; ".join(details) or str(error).splitlines()[0][:200]
-    return f"{key}.pretrained: '{path}' does not hold weights of '{spec.arch}' ({reason})"
-
-
-def rebuild_model(checkpoint: dict) -> nn.Module:
-    """The architecture of a saved checkpoint with its weights loaded (no download)."""
-    model = _create(
-        checkpoint["arch"],
-        len(checkpoint["classes"]),
-        checkpoint["preprocessing"]["img_size"],
-        pretrained=False,
-    )
-    model.load_state_dict(checkpoint["state_dict"])
-    return model
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

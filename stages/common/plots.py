@@ -201,3 +201,23 @@ def comparison_figure(
     figure.suptitle(title)
     figure.tight_layout()
     return figure
+
+
+def training_curves_figure(
+    curves: dict[str, dict[str, list[float]]], colours: dict[str, str]
+) -> Figure:
+    """Per-epoch curves of every model: one panel per metric, one line per model."""
+    keys = list(next(iter(curves.values())))
+    figure, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.8), squeeze=False)
+    for axis, key in zip(axes[0], keys):
+        for name, series in curves.items():
+            if series[key]:
+                epochs = np.arange(1, len(series[key]) + 1)
+                axis.plot(epochs, series[key], "o-", color=colours[name], label=name, markersize=3)
+        axis.set_title(key)
+        axis.set_xlabel("epoch")
+        axis.grid(alpha=0.3)
+    axes[0, 0].legend()
+    figure.suptitle("Training curves, all models")
+    figure.tight_layout()
+    return figure

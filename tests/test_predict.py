@@ -1,0 +1,118 @@
+"""stages.predict on a user's own images: any size or mode, top-k, CSV/JSON, bad files listed."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests import synthetic
+from tests.conftest import run_module
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    """A folder of 'user photos': large, grey, RGBA and palette images of the test classes,
+    one unreadable file and a non-image file, in a nested folder."""
+    folder = tmp_path_factory.mktemp("photos")
+    images, labels = synthetic.make_images(2, 5)
+    for index, (image, label) in enumerate(zip(images, labels)):
+        big = Image.fromarray(image).resize((128, 128), Image.Resampling.NEAREST)
+        mode = ("RGB", "L", "RGBA", "P")[index % 4]
+        target = (
+            folder / ("nested" if index % 2 else ".") / f"{synthetic.CLASSES[label]}_{index}.png"
+        )
+        target.parent.mkdir(exist_ok=True)
+        big.convert(mode).save(target)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def predict(project: Path, *args: str):
+    return run_module(project, "stages.predict", *args)
+
+
+def test_a_folder_of_any_images_to_csv(trained_project, photos):
+    result = predict(trained_project, "resnet", str(photos), "--top-k", "3", "--out", "p.csv")
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader((trained_project / "p.csv").open()))
+    assert len(rows) == 21  # 20 images and the broken one, the .txt is not an image
+    broken = next(row for row in rows if row["file"].endswith("broken.jpg"))
+    assert broken["error"].startswith("does not decode") and broken["class_1"] == ""
+    good = [row for row in rows if not row["error"]]
+    assert len(good) == 20
+    for row in good:
+        probabilities = [float(row[f"probability_{k}"]) for k in (1, 2, 3)]
+        assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1
+        assert row["class_1"] in synthetic.CLASSES
+    # the tiny model learned the synthetic classes: most predictions name the file's class
+    hits = sum(Path(row["file"]).name.startswith(row["class_1"]) for row in good)
+    assert hits >= 10, hits
+    assert (
+        "broken.jpg: does not decode" in result.stderr and "20 image(s) classified" in result.stderr
+    )
+
+
+def test_json_output_and_a_checkpoint_path(trained_project, photos, tmp_path):
+    checkpoint = tmp_path / "elsewhere.safetensors"
+    shutil.copy(trained_project / "models/resnet/model.safetensors", checkpoint)
+    one = next(photos.glob("*.png"))
+    result = predict(trained_project, str(checkpoint), str(one), "--out", "p.json", "--top-k", "2")
+    assert result.returncode == 0, result.stderr
+    records = json.loads((trained_project / "p.json").read_text())
+    assert len(records) == 1 and set(records[0]) >= {"class_1", "probability_2", "error"}
+
+
+def test_the_fitted_temperature_is_used(trained_project, photos):
+    """Temperature scaling flattens or sharpens probabilities; the ranking stays."""
+    details = trained_project / "evaluation/resnet/details.json"
+    details.parent.mkdir(parents=True, exist_ok=True)
+    one = str(next(photos.glob("*.png")))
+    outputs = {}
+    for temperature in (1.0, 4.0):
+        details.write_text(json.dumps({"calibration": {"temperature": temperature}}))
+        assert predict(trained_project, "resnet", one, "--out", "t.json").returncode == 0
+        outputs[temperature] = json.loads((trained_project / "t.json").read_text())[0]
+    assert outputs[1.0]["class_1"] == outputs[4.0]["class_1"]
+    assert outputs[4.0]["probability_1"] < outputs[1.0]["probability_1"]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["nosuchmodel", "x.png"], "error: nosuchmodel: neither a checkpoint file nor a trained"),
+        (["resnet", "PHOTOS", "--out", "p.txt"], "error: --out: 'p.txt' must end in .csv or .json"),
+        (["resnet", "EMPTY"], "error: inputs: no image files found"),
+        (["PICKLE", "PHOTOS"], "not a safetensors file (looks like a pickle); refusing"),
+    ],
+)
+def test_bad_arguments_are_one_line(trained_project, photos, tmp_path, args, expected):
+    (tmp_path / "empty").mkdir()
+    pickle_file = tmp_path / "model.safetensors"
+    pickle_file.write_bytes(b"\x80\x04\x95 a pickle")
+    substitutes = {
+        "PHOTOS": str(photos),
+        "EMPTY": str(tmp_path / "empty"),
+        "PICKLE": str(pickle_file),
+    }
+    result = predict(trained_project, *(substitutes.get(arg, arg) for arg in args))
+    assert result.returncode in (1, 2)
+    lines = result.stderr.strip().splitlines()
+    assert expected in lines[-1] and "Traceback" not in result.stderr
+
+
+def test_images_are_converted_as_cifar_was_made():
+    from stages.common.images import decode_image
+
+    image = Image.fromarray(np.full((90, 200, 4), 200, np.uint8), "RGBA")
+    buffer = __import__("io").BytesIO()
+    image.save(buffer, format="PNG")
+    array, problem = decode_image(buffer.getvalue(), convert=True)
+    assert problem == "" and array.shape == (32, 32, 3) and array.dtype == np.uint8
+    assert decode_image(buffer.getvalue())[1] == "mode RGBA, expected RGB"  # prepare is strict
