@@ -1,8 +1,10 @@
 """train <model>: fine-tune ``models.<model>`` on the prepared data, log with DVCLive.
 
-Outputs: ``models/<model>/model.pt`` (the best checkpoint by validation loss, with what is
-needed to rebuild it) and ``dvclive/<model>/`` (per-epoch metrics and plots). Runs under
-``torchrun --nproc_per_node N -m stages.train <model>`` too: only rank 0 logs and writes.
+Outputs: ``models/<model>/model.safetensors`` (the best epoch by validation loss, with what is
+needed to rebuild it), ``metrics/train/<model>.json`` (the headline numbers) and
+``dvclive/<model>/`` (per-epoch curves). Runs under ``torchrun --nproc_per_node N -m
+stages.train <model>`` too: only rank 0 logs and writes. Inside a sweep trial (see
+stages/sweep.py) it reports each epoch's objective to Optuna, which may prune the run.
 """
 
 from __future__ import annotations
@@ -10,109 +12,127 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
+from typing import Any
 
 import torch
 
-from stages.common.checkpoint import fingerprint, save_torch
+from stages.common.checkpoint import CheckpointInfo, ModelCheckpoint, fingerprint
 from stages.common.cli import run_stage
-from stages.common.dataset import MANIFEST_FILE, load_prepared
-from stages.common.engine import Distributed, Trainer, TrainRun
+from stages.common.dataset import load_prepared
+from stages.common.engine import Distributed, Trainer, TrainResult, TrainRun
 from stages.common.errors import DataError
 from stages.common.freezing import Freezer
-from stages.common.io import read_json
-from stages.common.layout import live_dir, model_file, resume_file
+from stages.common.io import read_json, write_json
+from stages.common.layout import MANIFEST_FILE, paths
 from stages.common.models import build_model, count_parameters
 from stages.common.params import Params
+from stages.common.trial import trial_reporter
 
 log = logging.getLogger("train")
 
 
 def train(params: Params, name: str) -> None:
     distributed = Distributed.from_env()
-    train_params = params.model_train_params(name)
-    spec = params.models[name]
+    spec = params.model(name)
+    train_params = params.train
+    lr = params.learning_rate(name)
+    where = paths(name)
     data = load_prepared()
-    torch.manual_seed(params.seed)  # the new head's initial weights
+    torch.manual_seed(params.seed)  # model creation draws from the global generator
     model, preprocessing = build_model(name, spec, len(data.classes))
     freezer = Freezer(model, spec.freezing, f"models.{name}.freezing")
-    manifest = read_json(MANIFEST_FILE)
-    settings = {
-        "model": spec.model_dump(),
-        "train": train_params.model_dump(),
-        "seed": params.seed,
-        "data": manifest["content_sha256"],
-        "world_size": distributed.world_size,
-    }
-    live = open_live(name) if distributed.is_main else None
+    data_hash = read_json(MANIFEST_FILE)["content_sha256"]
+    effective = {"model": spec.model_dump(), "train": train_params.model_dump(), "lr": lr}
+    log.info(
+        "%s: %s, lr %.3g (train.lr %.3g x lr_scale %g), %s, batch %d, %d epochs",
+        name,
+        spec.arch,
+        lr,
+        train_params.lr,
+        spec.lr_scale,
+        train_params.optimizer,
+        train_params.batch_size,
+        train_params.epochs,
+    )
+    live = open_live(name, effective) if distributed.is_main else None
+    reporter = trial_reporter()
     run = TrainRun(
         name=name,
         params=train_params,
+        lr=lr,
         model=model,
         preprocessing=preprocessing,
         freezer=freezer,
         data=data,
         seed=params.seed,
-        state_path=resume_file(name),
-        fingerprint=fingerprint(settings),
+        state_path=where.resume_dir / "resume.safetensors",
+        fingerprint=fingerprint(
+            {**effective, "seed": params.seed, "data": data_hash, "world": distributed.world_size}
+        ),
         log_epoch=lambda metrics: log_to_live(live, metrics),
+        should_stop=reporter.should_stop if reporter else TrainRun.should_stop,
         distributed=distributed,
     )
     result = Trainer(run).fit()
-    if not distributed.is_main:
+    if live is None:  # not rank 0: only rank 0 writes
         return
     if result.best_state is None:
         raise DataError(f"models.{name}: training produced no checkpoint (no epoch ran)")
-    total, _ = count_parameters(model)
+    info = CheckpointInfo(
+        arch=spec.arch,
+        classes=data.classes,
+        preprocessing=preprocessing,
+        data_sha256=data_hash,
+        best_epoch=result.best_epoch + 1,
+        params=effective,
+    )
+    ModelCheckpoint(info, result.best_state).save(where.checkpoint)
+    headline = summarise(result, count_parameters(model)[0])
     best = result.history[result.best_epoch]
-    checkpoint = {
-        "arch": spec.arch,
-        "state_dict": result.best_state,
-        "classes": data.classes,
-        "preprocessing": preprocessing.as_dict(),
-        "data_sha256": manifest["content_sha256"],
-        "best_epoch": result.best_epoch,
-        "params": {"model": spec.model_dump(), "train": train_params.model_dump()},
-    }
-    saved_model = model_file(name)
-    save_torch(saved_model, checkpoint)
-    summary = {
-        "best_epoch": result.best_epoch + 1,
-        "epochs_run": len(result.history),
-        "stopped_early": result.stopped_early,
-        "best_val_loss": best["val/loss"],
-        "best_val_accuracy": best["val/accuracy"],
-        "best_val_f1_weighted": best["val/f1_weighted"],
-        "parameters": total,
-        "trainable_parameters_final": int(result.history[-1]["train/trainable_params"]),
-        "train_seconds": result.train_seconds,
-    }
-    live.summary.update(summary)
-    live.log_artifact(
-        str(saved_model),
-        type="model",
-        name=f"cifar10-{name}",
-        desc=f"{spec.arch} fine-tuned on CIFAR-10 (best val loss, epoch {summary['best_epoch']})",
-        labels=["cifar10", name],
-        cache=False,
+    live.summary.update(
+        {
+            **headline,
+            "best_val_loss": best["val/loss"],
+            "best_val_accuracy": best["val/accuracy"],
+            "best_val_f1_weighted": best["val/f1_weighted"],
+            "epochs_run": len(result.history),
+            "stopped_early": result.stopped_early,
+        }
     )
     live.end()
-    shutil.rmtree(resume_file(name).parent, ignore_errors=True)
+    write_json(where.train_metrics, headline)
+    shutil.rmtree(where.resume_dir, ignore_errors=True)
     log.info(
-        "%s: best epoch %d, val loss %.4f, val accuracy %.4f -> %s",
+        "%s: best epoch %d, val loss %.4f, val accuracy %.4f -> %s%s",
         name,
-        summary["best_epoch"],
-        summary["best_val_loss"],
-        summary["best_val_accuracy"],
-        saved_model,
+        headline["best_epoch"],
+        best["val/loss"],
+        best["val/accuracy"],
+        where.checkpoint,
+        " (pruned)" if result.pruned else "",
     )
 
 
-def open_live(name: str):
+def summarise(result: TrainResult, parameters: int) -> dict[str, Any]:
+    """The numbers worth comparing across experiments (metrics/train/<model>.json); the
+    validation scores of every epoch are DVCLive's (dvclive/<model>/)."""
+    return {
+        "best_epoch": result.best_epoch + 1,
+        "train_minutes": result.train_seconds / 60,
+        "pruned": result.pruned,
+        "parameters": parameters,
+        "trainable_parameters": int(result.history[-1]["train/trainable_params"]),
+    }
+
+
+def open_live(name: str, effective: dict[str, Any]):
     from dvclive import Live
 
-    directory = live_dir(name)
+    directory = paths(name).live_dir
     shutil.rmtree(directory, ignore_errors=True)  # a resumed run replays its history
-    return Live(str(directory), dvcyaml=False, save_dvc_exp=False, report=None)
+    live = Live(str(directory), dvcyaml=False, save_dvc_exp=False, report=None)
+    live.log_params(effective)  # the values this model actually trained with
+    return live
 
 
 def log_to_live(live, metrics: dict[str, float]) -> None:

@@ -9,11 +9,11 @@ import timm
 import torch
 from torch import nn
 
-from stages.common.engine import build_optimizer
+from stages.common.engine import build_optimizer, build_scheduler
 from stages.common.errors import ParamsError
 from stages.common.freezing import Freezer, freeze_batchnorm_stats, parameter_groups
-from stages.common.params import FreezingParams, TrainParams
-from tests.conftest import TINY_MODELS
+from stages.common.params import FreezingParams
+from tests.conftest import TINY_MODELS, shipped
 
 ARCHS = sorted(TINY_MODELS.values())
 
@@ -102,7 +102,11 @@ def test_layer_decay_scales_learning_rates_by_depth():
     assert scales[groups[-1][0]] == 1.0
     assert scales[groups[-2][0]] == 0.5
     assert scales[groups[0][0]] == pytest.approx(0.5 ** (len(groups) - 1))
-    optimizer = build_optimizer(model, TrainParams(lr=0.1, weight_decay=0.01), scales)
+    train = shipped(
+        train={"lr": 0.1, "weight_decay": 0.01, "scheduler": "constant", "warmup_epochs": 0.0}
+    ).train
+    optimizer = build_optimizer(model, train, 0.1, scales)
+    build_scheduler(optimizer, train, 0.1, steps_per_epoch=10)  # timm applies lr_scale
     rates = sorted({round(group["lr"], 12) for group in optimizer.param_groups}, reverse=True)
     assert rates == [round(0.1 * 0.5**i, 12) for i in range(len(groups))]
     # biases and norms are not decayed
@@ -125,7 +129,7 @@ def test_frozen_batchnorm_stays_in_eval_mode():
 def test_optimizer_picks_up_unfrozen_parameters():
     model = make("test_resnet")
     freezer = Freezer(model, FreezingParams(strategy="progressive", schedule=[1]), "k")
-    optimizer = build_optimizer(model, TrainParams(lr=0.1), {})
+    optimizer = build_optimizer(model, shipped().train, 0.1, {})
     stem = next(model.parameters())  # the first parameter of the stem
     for epoch in range(2):
         freezer.apply(epoch)

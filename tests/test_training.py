@@ -16,9 +16,10 @@ import pytest
 import timm
 import torch
 
+from stages.common.checkpoint import ModelCheckpoint
 from tests.conftest import run_module, update_params
 
-TIMING = {"train/epoch_seconds", "train/images_per_second", "train_seconds"}
+TIMING = {"train/images_per_second", "train_minutes"}
 
 
 def train(project: Path, model: str = "resnet") -> subprocess.CompletedProcess:
@@ -54,16 +55,21 @@ def test_each_tiny_model_learns_and_writes_its_outputs(ready_project, model):
     summary = metrics(ready_project, model)
     assert summary["step"] == 3 and summary["epochs_run"] == 4
     assert summary["best_val_accuracy"] > 0.3  # chance is 0.1
-    checkpoint = torch.load(ready_project / f"models/{model}/model.pt", weights_only=False)
-    assert checkpoint["classes"] == [f"class{k}" for k in range(10)]
-    assert checkpoint["preprocessing"]["img_size"] == 32
+    headline = json.loads((ready_project / f"metrics/train/{model}.json").read_text())
+    assert set(headline) == {
+        "best_epoch",
+        "train_minutes",
+        "pruned",
+        "parameters",
+        "trainable_parameters",
+    }
+    assert headline["best_epoch"] == summary["best_epoch"] and headline["pruned"] is False
+    checkpoint = ModelCheckpoint.load(ready_project / f"models/{model}/model.safetensors")
+    assert checkpoint.info.classes[:2] == ["airplane", "automobile"]
+    assert checkpoint.info.preprocessing.img_size == 32
+    assert checkpoint.info.params["lr"] == pytest.approx(0.001)  # the effective value
     assert [step for step, _ in history(ready_project, "val/loss", model)] == [0, 1, 2, 3]
-    for name in (
-        "train/lr",
-        "train/trainable_params",
-        "train/images_per_second",
-        "val/f1_weighted",
-    ):
+    for name in ("train/lr", "train/trainable_params", "train/images_per_second"):
         assert len(history(ready_project, name, model)) == 4
     assert not (ready_project / "checkpoints" / model).exists()  # resumable state cleaned up
 
@@ -86,12 +92,15 @@ def test_progressive_freezing_logs_trainable_parameters(ready_project):
     assert counts[0] < counts[1] < counts[2] == total
 
 
-def test_augmentation_mixing_ema_and_onecycle_run(ready_project):
+def test_augmentation_mixing_ema_and_poly_schedule_run(ready_project):
     update_params(
         ready_project,
         train={
             "epochs": 2,
-            "scheduler": "onecycle",
+            "scheduler": "poly",
+            "warmup_epochs": 0.5,
+            "warmup_lr_ratio": 0.2,
+            "min_lr_ratio": 0.07,
             "optimizer": "sgd",
             "lr": 0.05,
             "ema_decay": 0.9,
@@ -107,7 +116,7 @@ def test_early_stopping(ready_project):
     # a learning rate this high makes validation loss worse after the first epoch
     update_params(
         ready_project,
-        train={"epochs": 8, "patience": 1, "lr": 5.0, "scheduler": "none", "grad_clip": None},
+        train={"epochs": 8, "patience": 1, "lr": 5.0, "scheduler": "constant", "grad_clip": None},
     )
     result = train(ready_project)
     assert result.returncode == 0, result.stderr
@@ -133,7 +142,7 @@ def kill_after_first_epoch(project: Path) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    wait_for(project / "checkpoints/resnet/resume.pt")
+    wait_for(project / "checkpoints/resnet/resume.safetensors")
     process.send_signal(signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL, "training finished before it could be killed"
 
@@ -144,18 +153,18 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(ready_project, tmp_path)
     assert train(uninterrupted).returncode == 0
 
     kill_after_first_epoch(ready_project)
-    assert not (ready_project / "models/resnet/model.pt").exists()
+    assert not (ready_project / "models/resnet/model.safetensors").exists()
     resumed = train(ready_project)
     assert resumed.returncode == 0, resumed.stderr
-    assert "resuming from checkpoints/resnet/resume.pt after epoch" in resumed.stderr
+    assert "resuming from checkpoints/resnet/resume.safetensors after epoch" in resumed.stderr
     assert metrics(ready_project) == metrics(uninterrupted)
     # one continuous history, identical values
     assert history(ready_project, "val/loss") == history(uninterrupted, "val/loss")
     assert [s for s, _ in history(ready_project, "train/loss")] == list(range(6))
-    ours = torch.load(ready_project / "models/resnet/model.pt", weights_only=False)
-    theirs = torch.load(uninterrupted / "models/resnet/model.pt", weights_only=False)
-    for key, tensor in theirs["state_dict"].items():
-        torch.testing.assert_close(ours["state_dict"][key], tensor, rtol=0, atol=0)
+    ours = ModelCheckpoint.load(ready_project / "models/resnet/model.safetensors").weights
+    theirs = ModelCheckpoint.load(uninterrupted / "models/resnet/model.safetensors").weights
+    for key, tensor in theirs.items():
+        torch.testing.assert_close(ours[key], tensor, rtol=0, atol=0)
 
 
 def test_changed_params_start_fresh(ready_project):
@@ -170,15 +179,13 @@ def test_changed_params_start_fresh(ready_project):
 
 
 def test_corrupt_resume_state_is_refused(ready_project):
-    state = ready_project / "checkpoints/resnet/resume.pt"
+    state = ready_project / "checkpoints/resnet/resume.safetensors"
     state.parent.mkdir(parents=True)
     state.write_bytes(b"\x80\x04 not a checkpoint")
     result = train(ready_project)
     assert result.returncode == 0, result.stderr
-    assert (
-        "resume.pt is corrupt" in result.stderr
-        and "refusing it and starting fresh" in result.stderr
-    )
+    assert "resume.safetensors is unusable" in result.stderr
+    assert "refusing it and starting fresh" in result.stderr
     assert metrics(ready_project)["epochs_run"] == 2
 
 
@@ -205,14 +212,31 @@ def test_ddp_on_cpu_with_two_processes(ready_project):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stderr.count("resnet epoch 2/2: train loss") == 1  # rank 0 logs alone
-    assert sorted(p.name for p in (ready_project / "models/resnet").iterdir()) == ["model.pt"]
+    assert sorted(p.name for p in (ready_project / "models/resnet").iterdir()) == [
+        "model.safetensors"
+    ]
     summary = metrics(ready_project)
     assert summary["epochs_run"] == 2 and summary["best_val_accuracy"] > 0.2
 
 
 def other_arch_weights(path: Path) -> Path:
-    model = timm.create_model("test_efficientnet", num_classes=10)
+    model = timm.create_model("test_vit", num_classes=10, img_size=32)
     torch.save(model.state_dict(), path)
+    return path
+
+
+class Payload:
+    """Pickled as a call to os.system: loading it with pickle would run a command."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def pickled_object(path: Path) -> Path:
+    torch.save({"state_dict": Payload(path.with_suffix(".ran"))}, path)
     return path
 
 
@@ -229,9 +253,13 @@ def other_arch_weights(path: Path) -> Path:
         ),
         (
             {"models": {"resnet": {"pretrained": "OTHER"}}},
-            "does not hold weights of 'test_resnet' (87 missing keys: conv1.0.weight, ",
+            "does not hold weights of 'test_resnet' (75 missing keys: conv1.0.weight, ",
         ),
         ({"models": {"resnet": {"pretrained": "JUNK"}}}, "is not a readable weights file"),
+        (
+            {"models": {"resnet": {"pretrained": "PICKLE"}}},
+            "is not a weights file: it holds pickled Python objects, not only tensors",
+        ),
         (
             {"models": {"resnet": {"freezing": {"strategy": "partial", "groups": 9}}}},
             "models.resnet.freezing.groups: 'partial' freezes 9 groups but the model has only 6",
@@ -242,11 +270,11 @@ def other_arch_weights(path: Path) -> Path:
         ),
         (
             {"train": {"batch_size": 500}},
-            "train.batch_size 500 is larger than the training set (270 images)",
+            "train.batch_size: 500 is larger than the training set (270 images)",
         ),
         (
             {"train": {"batch_size": 31, "augment": {"mixup": 0.2}}},
-            "need an even train.batch_size, got 31",
+            "train.batch_size: CutMix/MixUp pair images within a batch and need an even",
         ),
         (
             {"train": {"augment": {"cutmix": -1.0}}},
@@ -258,16 +286,18 @@ def test_bad_input_one_line_and_outputs_intact(trained_project, tmp_path, change
     weights = {
         "OTHER": str(other_arch_weights(tmp_path / "other.pth")),
         "JUNK": str(tmp_path / "junk.pth"),
+        "PICKLE": str(pickled_object(tmp_path / "object.pth")),
     }
     (tmp_path / "junk.pth").write_bytes(b"these are not weights")
     text = json.dumps(change)
     for placeholder, path in weights.items():
         text = text.replace(f'"{placeholder}"', json.dumps(path))
-    before = digest(trained_project / "models/resnet/model.pt")
+    before = digest(trained_project / "models/resnet/model.safetensors")
     update_params(trained_project, **json.loads(text))
     result = train(trained_project)
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and expected in last, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
-    assert digest(trained_project / "models/resnet/model.pt") == before
+    assert digest(trained_project / "models/resnet/model.safetensors") == before
+    assert not (tmp_path / "object.ran").exists()  # nothing was unpickled

@@ -1,29 +1,40 @@
-"""Augmentation: per-sample at 32 px on uint8 tensors, then batched on the training device.
+"""Training augmentation: per-sample at 32 px on uint8 tensors, then CutMix/MixUp per batch.
 
 The per-sample part runs in DataLoader workers on 32x32 uint8 images (cheap); resizing to the
-model's resolution, normalisation and CutMix/MixUp run once per batch on the device. Doing the
-upsampling in the workers (the seed's way) moves 49x more pixels through the CPU at 224 px.
+model's resolution and normalisation run once per batch on the device (inference.DeviceInput).
+Doing the upsampling in the workers (the seed's way) moves 49x more pixels through the CPU at
+224 px.
+
+Every sample's random draws are seeded from (seed, epoch, index), so the augmented images do
+not depend on how many workers there are or which worker serves which sample: the same params
+give the same run on a 2-core laptop and a 32-core server, and a resumed run repeats exactly
+the epochs an uninterrupted one would have run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 from torchvision.transforms import v2
 
-from stages.common.models import Preprocessing
 from stages.common.params import AugmentParams
+
+_SEED_STRIDE = 1_000_003
 
 
 def sample_transform(params: AugmentParams) -> v2.Transform:
     """The per-sample augmentation of ``params.strategy`` on a uint8 (3, 32, 32) tensor."""
     if params.strategy == "none":
         return v2.Identity()
-    standard = [v2.RandomCrop(32, padding=4, padding_mode="reflect"), v2.RandomHorizontalFlip()]
+    crop: list[v2.Transform] = (
+        [v2.RandomCrop(32, padding=params.crop_padding, padding_mode="reflect")]
+        if params.crop_padding
+        else []
+    )
+    standard = [*crop, v2.RandomHorizontalFlip()]
     extra: dict[str, list[v2.Transform]] = {
         "standard": [],
         "aggressive": [
@@ -39,19 +50,54 @@ def sample_transform(params: AugmentParams) -> v2.Transform:
     return v2.Compose(standard + extra[params.strategy])
 
 
-class AugmentedImages(Dataset):
-    """uint8 images (N, 32, 32, 3) in memory, served as augmented uint8 (3, 32, 32) tensors."""
+class EpochIndices(Sampler[tuple[int, int]]):
+    """(epoch, index) pairs from an index sampler, so that a dataset can seed each sample
+    from its epoch even in persistent worker processes."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: v2.Transform):
+    def __init__(self, indices: Sampler[int]) -> None:
+        self.indices = indices
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        set_epoch = getattr(self.indices, "set_epoch", None)
+        if set_epoch is not None:
+            set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return ((self.epoch, index) for index in self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)  # type: ignore[arg-type]
+
+
+class AugmentedImages(Dataset):
+    """uint8 images (N, 32, 32, 3) in memory, served as augmented uint8 (3, 32, 32) tensors.
+
+    Indexed by (epoch, index) (see :class:`EpochIndices`); each sample's augmentation draws
+    from a generator seeded by (seed, epoch, index).
+    """
+
+    def __init__(
+        self, images: torch.Tensor, labels: torch.Tensor, transform: v2.Transform, seed: int
+    ) -> None:
         self.images = images.permute(0, 3, 1, 2)  # a view: NHWC storage, CHW samples
         self.labels = labels
         self.transform = transform
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.transform(self.images[index].contiguous()), self.labels[index]
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, index = key
+        # v2 transforms draw from torch's global generator; seeding it per sample (and putting
+        # it back afterwards) makes the draw independent of the worker and of the samples
+        # served before it, and leaves the training loop's own draws alone
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.seed * _SEED_STRIDE + epoch) * _SEED_STRIDE + index)
+            image = self.transform(self.images[index].contiguous())
+        return image, self.labels[index]
 
 
 class BatchMixer:
@@ -67,43 +113,12 @@ class BatchMixer:
         self.probability = params.mix_prob
         self.num_classes = num_classes
 
-    @property
-    def enabled(self) -> bool:
-        return self.mix is not None
-
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor):
+    def __call__(
+        self, images: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Soft (N, classes) targets when mixing is on; hard labels otherwise."""
         if self.mix is None:
             return images, labels
         if torch.rand(()) < self.probability:
             return self.mix(images, labels)
         return images, F.one_hot(labels, self.num_classes).to(images.dtype)
-
-
-class DeviceInput:
-    """uint8 batch -> resized, normalised float batch on the device, channels_last if asked."""
-
-    def __init__(
-        self, preprocessing: Preprocessing, device: torch.device, channels_last: bool
-    ) -> None:
-        self.size = preprocessing.img_size
-        self.mode = preprocessing.interpolation
-        self.mean = torch.tensor(preprocessing.mean, device=device).view(1, 3, 1, 1) * 255
-        self.std = torch.tensor(preprocessing.std, device=device).view(1, 3, 1, 1) * 255
-        self.device = device
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-
-    def batches(self, images: np.ndarray, batch_size: int) -> Iterator[torch.Tensor]:
-        """Model-ready batches of uint8 NHWC ``images`` (no augmentation), in order."""
-        for start in range(0, len(images), batch_size):
-            yield self(torch.from_numpy(images[start : start + batch_size]).permute(0, 3, 1, 2))
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """``images``: uint8 (N, 3, H, W) on any device."""
-        images = images.to(self.device, non_blocking=True).float()
-        if images.shape[-1] != self.size or images.shape[-2] != self.size:
-            images = F.interpolate(
-                images, size=(self.size, self.size), mode=self.mode, align_corners=False
-            )
-        images = (images - self.mean) / self.std
-        return images.contiguous(memory_format=self.memory_format)

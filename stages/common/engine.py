@@ -11,24 +11,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from timm.scheduler.scheduler import Scheduler
 from timm.utils import ModelEmaV3
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from stages.common.augment import AugmentedImages, BatchMixer, DeviceInput, sample_transform
-from stages.common.checkpoint import load_resume_state, save_torch
+from stages.common.augment import AugmentedImages, BatchMixer, EpochIndices, sample_transform
+from stages.common.checkpoint import Preprocessing, load_resume_state, save_resume_state
 from stages.common.dataset import PreparedData
 from stages.common.errors import ParamsError
 from stages.common.freezing import Freezer, freeze_batchnorm_stats
-from stages.common.metrics import classification_metrics, weighted_f1
-from stages.common.models import Preprocessing, count_parameters, to_channels_last
+from stages.common.inference import DeviceInput, predict_logits
+from stages.common.metrics import classification_metrics
+from stages.common.models import count_parameters, to_channels_last
 from stages.common.params import TrainParams
+from stages.common.runtime import autocast, available_cpus, loader_workers, use_amp
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +76,18 @@ def _ignore_metrics(metrics: dict[str, float]) -> None:
     """The default of TrainRun.log_epoch: log nowhere."""
 
 
+def _never_stop(epoch: int, metrics: dict[str, float]) -> bool:
+    """The default of TrainRun.should_stop: train every epoch."""
+    return False
+
+
 @dataclass
 class TrainRun:
     """Everything one training run needs."""
 
     name: str
     params: TrainParams
+    lr: float  # this model's learning rate (train.lr x its lr_scale)
     model: nn.Module
     preprocessing: Preprocessing
     freezer: Freezer
@@ -86,6 +96,8 @@ class TrainRun:
     state_path: Path
     fingerprint: str
     log_epoch: Callable[[dict[str, float]], None] = _ignore_metrics  # rank 0; replayed on resume
+    # called on rank 0 after each epoch; True stops the run (an Optuna pruner's verdict)
+    should_stop: Callable[[int, dict[str, float]], bool] = _never_stop
     distributed: Distributed = field(default_factory=Distributed)
 
 
@@ -95,86 +107,55 @@ class TrainResult:
     best_epoch: int
     history: list[dict[str, float]]
     stopped_early: bool
+    pruned: bool
     train_seconds: float
 
 
 def build_optimizer(
-    model: nn.Module, params: TrainParams, lr_scales: dict[str, float]
+    model: nn.Module, params: TrainParams, lr: float, lr_scales: dict[str, float]
 ) -> torch.optim.Optimizer:
-    """All parameters, frozen ones included (they get no gradient, so no update): when a
-    group unfreezes, the optimizer picks it up with no rebuild. No weight decay on biases and
-    normalisation weights; layer-wise LR decay through per-group learning rates."""
-    groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
+    """timm's optimizer over all parameters, frozen ones included (they get no gradient, so no
+    update): when a group unfreezes, the optimizer picks it up with no rebuild. No weight decay
+    on biases and normalisation weights. Layer-wise decay is a per-group ``lr_scale``, which
+    timm's schedulers apply; the groups are the freezing strategies' own (coarse) groups, so
+    `layer_decay` and `partial`/`progressive` speak of the same stem ... head."""
+    grouped: dict[tuple[float, bool], list[nn.Parameter]] = {}
     for name, parameter in model.named_parameters():
-        decay = parameter.ndim > 1
-        groups.setdefault((lr_scales.get(name, 1.0), decay), []).append(parameter)
+        grouped.setdefault((lr_scales.get(name, 1.0), parameter.ndim > 1), []).append(parameter)
     param_groups = [
-        {"params": members, "lr": params.lr * scale, "weight_decay": params.weight_decay * decay}
-        for (scale, decay), members in sorted(groups.items(), key=lambda item: -item[0][0])
+        {
+            "params": members,
+            "lr_scale": scale,
+            "weight_decay": params.weight_decay if decay else 0.0,
+        }
+        for (scale, decay), members in sorted(grouped.items(), key=lambda item: -item[0][0])
     ]
-    if params.optimizer == "sgd":
-        return torch.optim.SGD(param_groups, lr=params.lr, momentum=params.momentum, nesterov=True)
-    return torch.optim.AdamW(param_groups, lr=params.lr)
+    return create_optimizer_v2(
+        param_groups,
+        opt="sgd" if params.optimizer == "sgd" else "adamw",  # timm's "sgd" is Nesterov
+        lr=lr,
+        weight_decay=params.weight_decay,
+        momentum=params.momentum,
+    )
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, params: TrainParams, steps_per_epoch: int
-) -> torch.optim.lr_scheduler.LRScheduler:
-    """A per-step schedule: linear warm-up, then cosine, step or constant; or one-cycle."""
-    total = params.epochs * steps_per_epoch
-    warmup = min(params.warmup_epochs * steps_per_epoch, total - 1)
-    if params.scheduler == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer,
-            max_lr=[group["lr"] for group in optimizer.param_groups],
-            total_steps=total,
-            pct_start=max(warmup / total, 0.05),
-        )
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        if params.scheduler == "cosine":
-            progress = (step - warmup) / max(total - warmup, 1)
-            return 0.5 * (1 + math.cos(math.pi * progress))
-        if params.scheduler == "step":
-            return params.gamma ** ((step // steps_per_epoch) // params.step_size)
-        return 1.0
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-@torch.no_grad()
-def predict_logits(
-    model: nn.Module,
-    images: np.ndarray,
-    device_input: DeviceInput,
-    batch_size: int,
-    amp: bool = False,
-    flip_tta: bool = False,
-    progress: str | None = None,
-) -> torch.Tensor:
-    """Logits (float32, CPU) for uint8 NHWC ``images``, in order; eval mode, no augmentation."""
-    model.eval()
-    outputs = []
-    batches = device_input.batches(images, batch_size)
-    total = -(-len(images) // batch_size)
-    for inputs in tqdm(
-        batches, total=total, desc=progress, disable=None if progress else True, leave=False
-    ):
-        with autocast(device_input.device, amp):
-            logits = model(inputs).float()
-            if flip_tta:
-                logits = (logits + model(inputs.flip(-1)).float()) / 2
-        outputs.append(logits.cpu())
-    return torch.cat(outputs)
-
-
-def autocast(device: torch.device, enabled: bool):
-    """bf16 autocast on CUDA when enabled; a no-op context elsewhere."""
-    return torch.autocast(
-        device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda"
+    optimizer: torch.optim.Optimizer, params: TrainParams, lr: float, steps_per_epoch: int
+) -> Scheduler:
+    """timm's per-step schedule: linear warm-up, then cosine, poly (linear), step or constant."""
+    scheduler, _ = create_scheduler_v2(
+        optimizer,
+        sched=params.scheduler,
+        num_epochs=params.epochs,
+        decay_epochs=params.step_epochs,
+        decay_rate=1.0 if params.scheduler == "poly" else params.gamma,
+        min_lr=lr * params.min_lr_ratio,
+        warmup_lr=lr * params.warmup_lr_ratio,
+        warmup_epochs=params.warmup_epochs,
+        step_on_epochs=False,
+        updates_per_epoch=steps_per_epoch,
     )
+    return scheduler
 
 
 class Trainer:
@@ -186,40 +167,76 @@ class Trainer:
         train_count = len(run.data.train.labels)
         if self.params.batch_size > train_count:
             raise ParamsError(
-                f"models.{run.name}: train.batch_size {self.params.batch_size} is larger than "
-                f"the training set ({train_count} images)"
+                f"train.batch_size: {self.params.batch_size} is larger than the training set "
+                f"({train_count} images)"
             )
         if self.params.batch_size % self.distributed.world_size:
             raise ParamsError(
-                f"train.batch_size {self.params.batch_size} must divide evenly over "
+                f"train.batch_size: {self.params.batch_size} must divide evenly over "
                 f"{self.distributed.world_size} processes"
             )
         self.model = run.model.to(self.device)
         self.channels_last = to_channels_last(self.model, self.params.channels_last, self.device)
+        self.amp = use_amp(self.params.amp, self.device)
         self.device_input = DeviceInput(run.preprocessing, self.device, self.channels_last)
         self.mixer = BatchMixer(self.params.augment, len(run.data.classes))
-        self.dataset = AugmentedImages(
-            torch.from_numpy(run.data.train.images),
-            torch.from_numpy(run.data.train.labels),
-            sample_transform(self.params.augment),
-        )
-        self.sampler = DistributedSampler(
-            self.dataset,
-            num_replicas=self.distributed.world_size,
-            rank=self.distributed.rank,
-            shuffle=True,
-            seed=run.seed,
-            drop_last=True,
-        )
         self.local_batch = self.params.batch_size // self.distributed.world_size
-        self.steps_per_epoch = len(self.sampler) // self.local_batch
-        self.optimizer = build_optimizer(self.model, self.params, run.freezer.lr_scales())
-        self.scheduler = build_scheduler(self.optimizer, self.params, self.steps_per_epoch)
-        self.ema = (
-            ModelEmaV3(self.model, decay=self.params.ema_decay) if self.params.ema_decay else None
+        self.sampler = EpochIndices(
+            DistributedSampler(
+                range(train_count),
+                num_replicas=self.distributed.world_size,
+                rank=self.distributed.rank,
+                shuffle=True,
+                seed=run.seed,
+                drop_last=True,
+            )
         )
-        self.amp = self.params.amp and self.device.type == "cuda"
+        self.steps_per_epoch = len(self.sampler) // self.local_batch
+        self.loader = self._loader()
+        self.optimizer = build_optimizer(self.model, self.params, run.lr, run.freezer.lr_scales())
+        self.scheduler = build_scheduler(self.optimizer, self.params, run.lr, self.steps_per_epoch)
+        # use_warmup: the decay ramps up over the first steps, so a short run's EMA does not
+        # stay anchored to the random initial weights
+        self.ema = (
+            ModelEmaV3(self.model, decay=self.params.ema_decay, use_warmup=True)
+            if self.params.ema_decay
+            else None
+        )
         self.forward_model = self._wrap(self.model)
+
+    def _loader(self) -> DataLoader:
+        """One loader for the whole run; its workers persist across epochs. Shuffling is a
+        function of (seed, epoch) and augmentation of (seed, epoch, index), so the worker
+        count changes nothing but speed."""
+        data = self.run.data.train
+        workers = loader_workers(self.params.workers)
+        if self.distributed.is_main:
+            log.info(
+                "%s: %d DataLoader worker(s) (train.workers=%s; %d CPUs available), device %s, "
+                "bf16 autocast %s, channels_last %s",
+                self.run.name,
+                workers,
+                self.params.workers,
+                available_cpus(),
+                self.device,
+                "on" if self.amp else "off",
+                "on" if self.channels_last else "off",
+            )
+        dataset = AugmentedImages(
+            torch.from_numpy(data.images),
+            torch.from_numpy(data.labels),
+            sample_transform(self.params.augment),
+            self.run.seed,
+        )
+        return DataLoader(
+            dataset,
+            batch_size=self.local_batch,
+            sampler=self.sampler,
+            drop_last=True,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=workers > 0,
+        )
 
     def _wrap(self, model: nn.Module) -> nn.Module:
         """DDP (rebuilt when the trainable set changes) and optional torch.compile."""
@@ -230,47 +247,32 @@ class Trainer:
             model = torch.compile(model)
         return model
 
-    def loader(self, epoch: int) -> DataLoader:
-        """Shuffling and augmentation are functions of (seed, epoch): a resumed run repeats
-        exactly the epochs an uninterrupted one would have run."""
-        self.sampler.set_epoch(epoch)
-        generator = torch.Generator().manual_seed(self.run.seed * 100_003 + epoch)
-        workers = self.params.workers
-        return DataLoader(
-            self.dataset,
-            batch_size=self.local_batch,
-            sampler=self.sampler,
-            drop_last=True,
-            num_workers=workers,
-            generator=generator,
-            pin_memory=self.device.type == "cuda",
-            persistent_workers=False,
-        )
-
-    def train_epoch(self, epoch: int) -> dict[str, float]:
+    def train_epoch(self, epoch: int) -> tuple[dict[str, float], float]:
+        """One epoch's training metrics, and the seconds it took."""
         torch.manual_seed(self.run.seed * 100_003 + epoch)  # mixing, dropout, drop-path
         if self.run.freezer.apply(epoch) and self.distributed.world_size > 1:
             self.forward_model = self._wrap(self.model)
         self.model.train()
         freeze_batchnorm_stats(self.model)
-        loss_sum, seen, predictions, labels = 0.0, 0, [], []
+        self.sampler.set_epoch(epoch)
+        loss_sum, seen, correct = 0.0, 0, 0
         started = time.perf_counter()
         bar = tqdm(
-            self.loader(epoch),
+            self.loader,
             total=self.steps_per_epoch,
             desc=f"{self.run.name} epoch {epoch + 1}/{self.params.epochs}",
             disable=None if self.distributed.is_main else True,  # None: off when not a TTY
             leave=False,
         )
-        for images, targets in bar:
+        for step, (images, targets) in enumerate(bar, start=epoch * self.steps_per_epoch):
             targets = targets.to(self.device, non_blocking=True)
             inputs, mixed = self.mixer(self.device_input(images), targets)
             with autocast(self.device, self.amp):
                 logits = self.forward_model(inputs)
-                # hard labels or soft (mixed) targets, with label smoothing
-                loss = F.cross_entropy(
-                    logits.float(), mixed, label_smoothing=self.params.label_smoothing
-                )
+            # hard labels or soft (mixed) targets, with label smoothing
+            loss = F.cross_entropy(
+                logits.float(), mixed, label_smoothing=self.params.label_smoothing
+            )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.params.grad_clip:
@@ -278,33 +280,29 @@ class Trainer:
                     [p for p in self.model.parameters() if p.requires_grad], self.params.grad_clip
                 )
             self.optimizer.step()
-            self.scheduler.step()
+            self.scheduler.step_update(step + 1)
             if self.ema is not None:
-                self.ema.update(self.model)
+                self.ema.update(self.model, step=step)
             loss_sum += loss.item() * len(targets)
             seen += len(targets)
-            predictions.append(logits.detach().argmax(1).cpu())
-            labels.append(targets.cpu())
+            correct += int((logits.detach().argmax(1) == targets).sum())
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
         seconds = time.perf_counter() - started
-        predicted, truth = torch.cat(predictions).numpy(), torch.cat(labels).numpy()
         _total, trainable = count_parameters(self.model)
-        learning_rates = [group["lr"] for group in self.optimizer.param_groups]
-        return {
+        metrics = {
             "train/loss": loss_sum / seen,
-            "train/accuracy": float((predicted == truth).mean()),
-            "train/f1_weighted": weighted_f1(truth, predicted),
-            "train/lr": max(learning_rates),
-            "train/lr_lowest": min(learning_rates),
+            "train/accuracy": correct / seen,
+            "train/lr": max(group["lr"] for group in self.optimizer.param_groups),
             "train/trainable_params": trainable,
-            "train/epoch_seconds": seconds,
             "train/images_per_second": seen * self.distributed.world_size / seconds,
         }
+        return metrics, seconds
 
     def evaluation_model(self) -> nn.Module:
         return self.ema.module if self.ema is not None else self.model
 
-    def validate(self) -> dict[str, float]:
+    def val_metrics(self) -> dict[str, float]:
+        """Loss, accuracy and F1 on the validation split (the EMA weights when EMA is on)."""
         val = self.run.data.val
         logits = predict_logits(
             self.evaluation_model(), val.images, self.device_input, self.params.batch_size, self.amp
@@ -314,7 +312,7 @@ class Trainer:
 
     def state(
         self, epoch: int, best: dict[str, Any], history: list, bad_epochs: int, seconds: float
-    ):
+    ) -> dict[str, Any]:
         return {
             "fingerprint": self.run.fingerprint,
             "epoch": epoch,
@@ -348,13 +346,15 @@ class Trainer:
             if self.distributed.is_main:
                 for metrics in history:
                     run.log_epoch(metrics)
-        stopped_early = bool(params.patience) and bad_epochs >= params.patience
+        patience = params.patience
+        stopped_early = patience is not None and bad_epochs >= patience
+        pruned = False
         for epoch in range(start_epoch, params.epochs):
-            if stopped_early:
+            if stopped_early or pruned:
                 break
-            metrics = self.train_epoch(epoch)
-            metrics.update(self.validate())
-            seconds += metrics["train/epoch_seconds"]
+            metrics, epoch_seconds = self.train_epoch(epoch)
+            metrics.update(self.val_metrics())
+            seconds += epoch_seconds
             history.append(metrics)
             improved = metrics["val/loss"] < best["val_loss"]
             if improved:
@@ -368,31 +368,41 @@ class Trainer:
             else:
                 bad_epochs += 1
             stopped_early = self.distributed.broadcast_flag(
-                bool(params.patience) and bad_epochs >= params.patience
+                patience is not None and bad_epochs >= patience
             )
             if self.distributed.is_main:
                 run.log_epoch(metrics)
-                log.info(
-                    "%s epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f f1 %.4f | "
-                    "lr %.2e | %d trainable | %.0f img/s%s",
-                    run.name,
-                    epoch + 1,
-                    params.epochs,
-                    metrics["train/loss"],
-                    metrics["train/accuracy"],
-                    metrics["val/loss"],
-                    metrics["val/accuracy"],
-                    metrics["val/f1_weighted"],
-                    metrics["train/lr"],
-                    metrics["train/trainable_params"],
-                    metrics["train/images_per_second"],
-                    " *best*" if improved else "",
-                )
-                save_torch(
+                self._log(epoch, metrics, improved)
+                save_resume_state(
                     run.state_path, self.state(epoch + 1, best, history, bad_epochs, seconds)
                 )
+            pruned = self.distributed.broadcast_flag(
+                self.distributed.is_main and run.should_stop(epoch, metrics)
+            )
             if stopped_early and self.distributed.is_main:
                 log.info(
                     "%s: early stop, val loss has not improved for %d epochs", run.name, bad_epochs
                 )
-        return TrainResult(best["state_dict"], best["epoch"], history, stopped_early, seconds)
+            if pruned and self.distributed.is_main:
+                log.info("%s: pruned after epoch %d", run.name, epoch + 1)
+        return TrainResult(
+            best["state_dict"], best["epoch"], history, stopped_early, pruned, seconds
+        )
+
+    def _log(self, epoch: int, metrics: dict[str, float], improved: bool) -> None:
+        log.info(
+            "%s epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f f1 %.4f | "
+            "lr %.2e | %d trainable | %.0f img/s%s",
+            self.run.name,
+            epoch + 1,
+            self.params.epochs,
+            metrics["train/loss"],
+            metrics["train/accuracy"],
+            metrics["val/loss"],
+            metrics["val/accuracy"],
+            metrics["val/f1_weighted"],
+            metrics["train/lr"],
+            metrics["train/trainable_params"],
+            metrics["train/images_per_second"],
+            " *best*" if improved else "",
+        )

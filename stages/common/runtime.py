@@ -1,0 +1,96 @@
+"""What the machine offers: the device, usable CPUs, bf16 support, and the allocator setting
+that keeps CPU training from paying page faults on every step."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+MAX_AUTO_WORKERS = 8
+
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD = -1
+_M_TOP_PAD = -2
+_M_MMAP_MAX = -4
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup CPU quota (as in a
+    container limited with --cpus)."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        count = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    return max(1, min(count, quota)) if quota else max(1, count)
+
+
+def _cgroup_cpu_quota() -> int | None:
+    """The cgroup v2 (cpu.max) or v1 (cfs quota/period) CPU limit, rounded up; None if unset."""
+    v2 = Path("/sys/fs/cgroup/cpu.max")
+    try:
+        if v2.is_file():
+            quota, period = v2.read_text().split()[:2]
+            return None if quota == "max" else -(-int(quota) // int(period))
+        v1 = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
+        if v1.is_file():
+            quota_us = int(v1.read_text())
+            period_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+            return None if quota_us <= 0 else -(-quota_us // period_us)
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def loader_workers(setting: str | int) -> int:
+    """DataLoader worker processes for ``train.workers`` ('auto': the usable CPUs, at most 8)."""
+    if setting == "auto":
+        return min(available_cpus(), MAX_AUTO_WORKERS)
+    return int(setting)
+
+
+def bf16_on_cpu() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); emulated bf16 is slower
+    than float32, so autocast on such a CPU would only cost time."""
+    flags = Path("/proc/cpuinfo")
+    try:
+        text = flags.read_text() if flags.is_file() else ""
+    except OSError:
+        return False
+    return "avx512_bf16" in text or "amx_bf16" in text
+
+
+def use_amp(setting: str | bool, device: torch.device) -> bool:
+    """``train.amp``: auto = bf16 autocast on CUDA; true = also on a CPU with native bf16."""
+    if device.type == "cuda":
+        return setting is not False
+    return setting is True and bf16_on_cpu()
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on ``device`` when enabled; a no-op context otherwise."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def keep_freed_memory() -> None:
+    """Ask glibc to keep freed memory instead of returning it to the OS after every step.
+
+    By default large tensors are mmap-ed and unmapped each step, so every training step
+    page-faults its activations in again: on the 2-core development VM that was 420k faults
+    and 7% of CPU time per 10k images (benchmarks/cpu_recipe.py). No-op off glibc.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    settings = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1), (_M_TOP_PAD, 256 << 20))
+    if all(libc.mallopt(option, value) == 1 for option, value in settings):
+        log.debug("glibc malloc: no mmap, no trimming")

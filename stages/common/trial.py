@@ -1,0 +1,66 @@
+"""The link from a train stage running as a sweep trial back to its Optuna trial.
+
+The sweep (stages/sweep.py) runs each trial as a DVC experiment and passes the study's storage,
+name and trial id in the environment; the train stage reports each epoch's objective to that
+trial and stops when Optuna's pruner says so. Outside a sweep there is no reporter.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+ENV_STORAGE = "CIFAR10_SWEEP_STORAGE"
+ENV_STUDY = "CIFAR10_SWEEP_STUDY"
+ENV_TRIAL = "CIFAR10_SWEEP_TRIAL_ID"
+ENV_OBJECTIVE = "CIFAR10_SWEEP_OBJECTIVE"
+
+# tune.objective -> (the per-epoch metric the engine logs, the direction Optuna optimises)
+OBJECTIVES = {
+    "val_loss": ("val/loss", "minimize"),
+    "val_accuracy": ("val/accuracy", "maximize"),
+    "val_f1_weighted": ("val/f1_weighted", "maximize"),
+}
+
+
+def storage_from_url(url: str):
+    """An Optuna storage for ``url``: a journal file (path ending in .log, or journal:PATH),
+    which several processes on one machine can share, or any RDB URL Optuna accepts."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    if url.startswith("journal:") or url.endswith(".log"):
+        path = url.removeprefix("journal:")
+        return optuna.storages.JournalStorage(JournalFileBackend(path))
+    return optuna.storages.RDBStorage(url)
+
+
+@dataclass
+class TrialReporter:
+    trial: Any  # optuna.trial.Trial
+    metric: str
+
+    def should_stop(self, epoch: int, metrics: dict[str, float]) -> bool:
+        """Report this epoch's objective; True when the pruner stops the trial."""
+        self.trial.report(metrics[self.metric], epoch)
+        if self.trial.should_prune():
+            log.info("the sweep's pruner stops this trial after epoch %d", epoch + 1)
+            return True
+        return False
+
+
+def trial_reporter() -> TrialReporter | None:
+    """The reporter of the sweep trial this process runs, or None outside a sweep."""
+    if ENV_TRIAL not in os.environ:
+        return None
+    import optuna
+
+    storage = storage_from_url(os.environ[ENV_STORAGE])
+    study = optuna.load_study(study_name=os.environ[ENV_STUDY], storage=storage)
+    trial = optuna.trial.Trial(study, int(os.environ[ENV_TRIAL]))
+    metric, _direction = OBJECTIVES[os.environ[ENV_OBJECTIVE]]
+    return TrialReporter(trial, metric)
