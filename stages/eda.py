@@ -7,15 +7,13 @@ from pathlib import Path
 
 from stages.common import eda
 from stages.common.cli import run_stage
+from stages.common.data_checks import channel_stats
 from stages.common.dataset import SPLITS, load_prepared
 from stages.common.io import save_figure, write_json, write_text
+from stages.common.layout import EDA_DETAILS, EDA_PLOTS, EDA_REPORT
 from stages.common.params import Params
-from stages.common.validation import channel_stats
 
 log = logging.getLogger("eda")
-PLOTS_DIR = Path("plots/eda")
-METRICS_FILE = Path("metrics/eda.json")
-REPORT_FILE = Path("reports/eda.md")
 
 
 def main(params: Params) -> None:
@@ -27,7 +25,7 @@ def main(params: Params) -> None:
         "class_means.png": eda.class_mean_figure(data),
     }
     for name, figure in figures.items():
-        save_figure(figure, PLOTS_DIR / name)
+        save_figure(figure, EDA_PLOTS / name)
 
     split_stats = {}
     for name in SPLITS:
@@ -38,9 +36,9 @@ def main(params: Params) -> None:
             "channel_std": dict(zip("rgb", std.round(4).tolist())),
         }
     per_class = eda.class_channel_stats(data)
-    write_json(METRICS_FILE, split_stats)
-    write_text(REPORT_FILE, render_report(data.classes, split_stats, per_class, list(figures)))
-    log.info("wrote %d plots to %s and the report %s", len(figures), PLOTS_DIR, REPORT_FILE)
+    write_json(EDA_DETAILS, {"splits": split_stats, "train_per_class": per_class})
+    write_text(EDA_REPORT, render_report(data.classes, split_stats, per_class, list(figures)))
+    log.info("wrote %d plots to %s and the report %s", len(figures), EDA_PLOTS, EDA_REPORT)
 
 
 def render_report(
@@ -49,7 +47,7 @@ def render_report(
     per_class: dict[str, dict[str, list[float]]],
     figures: list[str],
 ) -> str:
-    relative = Path("..") / PLOTS_DIR
+    relative = Path("..") / EDA_PLOTS
     lines = ["# CIFAR-10: exploratory data analysis", "", "## Splits", ""]
     lines += ["| split | images | mean (R, G, B) | std (R, G, B) |", "|---|---:|---|---|"]
     for name, stats in split_stats.items():

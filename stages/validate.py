@@ -1,19 +1,22 @@
-"""validate: check the prepared data; hard failures stop the graph before training."""
+"""validate: check the prepared data; hard failures stop the graph before training.
+
+Outputs: ``metrics/validate.json`` (the verdict, a DVC metric) and ``reports/validation.json``
+(every number and message).
+"""
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from stages.common.cli import run_stage
-from stages.common.dataset import MANIFEST_FILE, load_prepared
+from stages.common.data_checks import validate
+from stages.common.dataset import load_prepared
 from stages.common.errors import DataError
 from stages.common.io import read_json, write_json
+from stages.common.layout import MANIFEST_FILE, VALIDATE_METRICS, VALIDATION_REPORT
 from stages.common.params import Params
-from stages.common.validation import validate
 
 log = logging.getLogger("validate")
-REPORT_FILE = Path("metrics/validate.json")
 
 
 def main(params: Params) -> None:
@@ -21,20 +24,24 @@ def main(params: Params) -> None:
     report = validate(data, read_json(MANIFEST_FILE), params.validate_)
     for warning in report.warnings:
         log.warning(warning)
+    verdict = {
+        "passed": not report.hard,
+        "hard_failures": len(report.hard),
+        "warnings": len(report.warnings),
+    }
     write_json(
-        REPORT_FILE,
+        VALIDATION_REPORT,
         {
-            "passed": not report.hard,
-            "hard_failures": len(report.hard),
-            "warnings": len(report.warnings),
-            **report.numbers,
+            **verdict,
             "hard_failure_messages": report.hard,
             "warning_messages": report.warnings,
+            **report.numbers,
         },
     )
+    write_json(VALIDATE_METRICS, verdict)
     if report.hard:
         raise DataError(
-            f"validate: {len(report.hard)} hard failure(s), see {REPORT_FILE}: "
+            f"validate: {len(report.hard)} hard failure(s), see {VALIDATION_REPORT}: "
             + " | ".join(report.hard)
         )
     log.info("data passed validation with %d warning(s)", len(report.warnings))

@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-CLASSES = [f"class{k}" for k in range(10)]
+from stages.common import cifar10
+
+CLASSES = list(cifar10.CLASSES)  # the real names, so data.classes: cifar10 accepts it
 
 
 def make_images(per_class: int, seed: int, classes: int = 10, noise: float = 40.0):

@@ -23,8 +23,16 @@ def test_prepare_validate_eda_outputs(project):
     manifest = json.loads((project / "data/prepared/manifest.json").read_text())
     assert manifest["counts"] == {"train": 240, "val": 60, "test": 100}
     assert manifest["source_kind"] == "image-folder" and manifest["skipped"] == []
-    report = json.loads((project / "metrics/validate.json").read_text())
-    assert report["passed"] is True and report["hard_failures"] == 0
+    verdict = json.loads((project / "metrics/validate.json").read_text())
+    assert verdict == {"passed": True, "hard_failures": 0, "warnings": 0}
+    assert json.loads((project / "reports/validation.json").read_text())["test_in_train"] == 0
+    prepared = json.loads((project / "metrics/prepare.json").read_text())
+    assert prepared == {
+        "train_images": 240,
+        "val_images": 60,
+        "test_images": 100,
+        "skipped_images": 0,
+    }
     for name in ("class_balance", "channel_histograms", "samples", "class_means"):
         assert (project / f"plots/eda/{name}.png").read_bytes()[:4] == b"\x89PNG"
     markdown = (project / "reports/eda.md").read_text()
@@ -44,6 +52,7 @@ def test_failed_prepare_keeps_the_previous_outputs(project, tmp_path):
     assert run_module(project, "stages.prepare").returncode == 0
     before = digest(project / "data/prepared/cifar10.npz")
     update_params(project, data={"source": str(tmp_path / "missing.tar.gz")})
+    # (check_params, which run.sh calls before DVC, refuses this path before anything runs)
     result = run_module(project, "stages.prepare")
     assert result.returncode == 1
     assert (
@@ -68,8 +77,8 @@ def test_truncated_archive_fails_cleanly(project, image_tar, tmp_path):
 def test_validate_stops_on_leakage_and_names_the_images(project, image_folder, tmp_path):
     leaky = shutil.copytree(image_folder, tmp_path / "leaky")
     for index in range(5):  # five test images copied into train
-        source = leaky / "test/class0" / f"{index:04d}.png"
-        shutil.copy(source, leaky / "train/class0" / f"leak{index}.png")
+        source = leaky / "test/airplane" / f"{index:04d}.png"
+        shutil.copy(source, leaky / "train/airplane" / f"leak{index}.png")
     archive = tmp_path / "leaky.tar"
     with tarfile.open(archive, "w") as tar:
         tar.add(leaky, arcname="cifar")
@@ -78,23 +87,25 @@ def test_validate_stops_on_leakage_and_names_the_images(project, image_folder, t
     result = run_module(project, "stages.validate")
     assert result.returncode == 1
     line = result.stderr.strip().splitlines()[-1]
-    assert line.startswith("error: validate: 1 hard failure(s), see metrics/validate.json: leakage")
+    assert line.startswith(
+        "error: validate: 1 hard failure(s), see reports/validation.json: leakage"
+    )
     assert "test[0]=" in line
-    report = json.loads((project / "metrics/validate.json").read_text())
+    report = json.loads((project / "reports/validation.json").read_text())
     assert report["passed"] is False and report["test_in_train"] + report["test_in_val"] == 5
 
 
 def test_bad_images_are_named_in_the_validate_report(project, image_folder, tmp_path):
     broken = shutil.copytree(image_folder, tmp_path / "broken")
-    (broken / "train/class5/0155.png").write_bytes(b"junk")
-    (broken / "test/class2/0025.png").write_bytes(
+    (broken / "train/dog/0155.png").write_bytes(b"junk")
+    (broken / "test/bird/0025.png").write_bytes(
         synthetic.png_bytes(synthetic.make_images(1, 0)[0][0], "L")
     )
     update_params(project, data={"source": str(broken)}, validate={"drift_tolerance": 1.0})
     prepare = run_module(project, "stages.prepare")
     assert prepare.returncode == 0
-    assert "train/class5/0155.png: does not decode" in prepare.stderr
+    assert "train/dog/0155.png: does not decode" in prepare.stderr
     assert run_module(project, "stages.validate").returncode == 0
-    report = json.loads((project / "metrics/validate.json").read_text())
+    report = json.loads((project / "reports/validation.json").read_text())
     assert report["skipped_images"] == 2
-    assert "test/class2/0025.png (mode L, expected RGB)" in report["warning_messages"][0]
+    assert "test/bird/0025.png (mode L, expected RGB)" in report["warning_messages"][0]

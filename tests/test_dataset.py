@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.common.dataset import build_prepared, load_prepared, save_prepared
+from stages.common.dataset import Split, build_prepared, load_prepared, save_prepared
 from stages.common.errors import DataError
-from stages.common.sources import RawDataset, Split
+from stages.common.sources import RawDataset
 from tests import synthetic
 
 
@@ -42,8 +42,10 @@ def test_subset_takes_per_class_from_train_and_test(raw):
 
 
 def test_val_split_too_small_to_stratify(raw):
-    with pytest.raises(DataError, match="data.val_ratio: cannot split 100 training images"):
+    with pytest.raises(DataError, match=r"data.subset/data.val_ratio: 10 training image\(s\) of "):
         build_prepared(raw, val_ratio=0.01, seed=0, subset=10)
+    with pytest.raises(DataError, match=r"1 training image\(s\) .*raise data.subset to at least"):
+        build_prepared(raw, val_ratio=0.1, seed=0, subset=1)
 
 
 def test_round_trip(raw, tmp_path):
@@ -53,9 +55,21 @@ def test_round_trip(raw, tmp_path):
     assert loaded.classes == data.classes and loaded.content_hash() == data.content_hash()
 
 
-def test_damaged_prepared_file(tmp_path):
-    (tmp_path / "d.npz").write_bytes(b"garbage")
-    with pytest.raises(DataError, match="d.npz: unreadable prepared data"):
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda blob: b"garbage",
+        lambda blob: blob[: len(blob) // 2],  # truncated
+        lambda blob: blob[:5000] + bytes([blob[5000] ^ 0xFF]) + blob[5001:],  # one bit flipped
+    ],
+)
+def test_damaged_prepared_file(raw, tmp_path, damage):
+    save_prepared(build_prepared(raw, 0.1, 0, None), tmp_path / "d.npz")
+    (tmp_path / "d.npz").write_bytes(damage((tmp_path / "d.npz").read_bytes()))
+    with pytest.raises(DataError, match=r"d.npz: damaged prepared data .*`dvc checkout prepare`"):
         load_prepared(tmp_path / "d.npz")
+
+
+def test_missing_prepared_file(tmp_path):
     with pytest.raises(DataError, match="missing.npz: prepared data not found"):
         load_prepared(tmp_path / "missing.npz")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,8 @@ from stages.common.sources import read_source
 from tests import synthetic
 
 
-def read(source: Path | str, on_bad_image: str = "skip"):
-    return read_source(str(source), Path("unused"), on_bad_image)
+def read(source: Path | str, on_bad_image: str = "skip", class_set: str = "cifar10"):
+    return read_source(str(source), on_bad_image, class_set)
 
 
 def test_image_folder_tree(image_folder):
@@ -78,16 +79,16 @@ def folder_copy(image_folder, tmp_path) -> Path:
 
 
 def test_undecodable_image_is_skipped_and_recorded(folder_copy):
-    (folder_copy / "train/class3/0095.png").write_bytes(b"not an image at all")
+    (folder_copy / "train/cat/0095.png").write_bytes(b"not an image at all")
     raw = read(folder_copy)
-    assert raw.skipped == [{"file": "train/class3/0095.png", "problem": raw.skipped[0]["problem"]}]
+    assert raw.skipped == [{"file": "train/cat/0095.png", "problem": raw.skipped[0]["problem"]}]
     assert raw.skipped[0]["problem"].startswith("does not decode")
     assert len(raw.train.labels) == 299
 
 
 def test_undecodable_image_is_fatal_when_asked(folder_copy):
-    (folder_copy / "train/class3/0095.png").write_bytes(b"\x89PNG broken")
-    with pytest.raises(DataError, match=r"train/class3/0095.png: does not decode .*fatal"):
+    (folder_copy / "train/cat/0095.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(DataError, match=r"train/cat/0095.png: does not decode .*fatal"):
         read(folder_copy, on_bad_image="fail")
 
 
@@ -100,26 +101,57 @@ def test_undecodable_image_is_fatal_when_asked(folder_copy):
     ],
 )
 def test_wrong_size_or_mode(folder_copy, image, mode, problem):
-    (folder_copy / "test/class1/0015.png").write_bytes(synthetic.png_bytes(image, mode))
-    assert read(folder_copy).skipped == [{"file": "test/class1/0015.png", "problem": problem}]
-    with pytest.raises(DataError, match=f"test/class1/0015.png: {problem} \\(fatal"):
+    (folder_copy / "test/automobile/0015.png").write_bytes(synthetic.png_bytes(image, mode))
+    assert read(folder_copy).skipped == [{"file": "test/automobile/0015.png", "problem": problem}]
+    with pytest.raises(DataError, match=f"test/automobile/0015.png: {problem} \\(fatal"):
         read(folder_copy, on_bad_image="fail")
 
 
 def test_class_missing_from_test(folder_copy):
-    shutil.rmtree(folder_copy / "test/class7")
-    with pytest.raises(DataError, match="has no test/class7/ folder"):
+    shutil.rmtree(folder_copy / "test/horse")
+    with pytest.raises(DataError, match="has no test/horse/ folder"):
         read(folder_copy)
 
 
 def test_empty_class(folder_copy):
-    for path in (folder_copy / "train/class2").iterdir():
+    for path in (folder_copy / "train/bird").iterdir():
         path.unlink()
-    with pytest.raises(DataError, match="train/class2/ is an empty class"):
+    with pytest.raises(DataError, match="train/bird/ is an empty class"):
         read(folder_copy)
 
 
 def test_extra_class_in_test(folder_copy):
-    shutil.copytree(folder_copy / "test/class0", folder_copy / "test/zebra")
+    shutil.copytree(folder_copy / "test/airplane", folder_copy / "test/zebra")
     with pytest.raises(DataError, match=r"test/ has class folders not in train/: \['zebra'\]"):
         read(folder_copy)
+
+
+def test_an_eleventh_class_is_refused_unless_any_class_set_is_asked(folder_copy):
+    for split in ("train", "test"):
+        shutil.copytree(folder_copy / split / "airplane", folder_copy / split / "zebra")
+    with pytest.raises(DataError, match="holds 11 classes, not CIFAR-10's ten .*: zebra.*any"):
+        read(folder_copy)
+    assert read(folder_copy, class_set="any").classes[-1] == "zebra"
+
+
+def test_images_in_nested_class_folders_are_read(folder_copy):
+    nested = folder_copy / "train/cat/more"
+    nested.mkdir()
+    for path in sorted((folder_copy / "train/cat").glob("*.png"))[:5]:
+        path.rename(nested / path.name)
+    (folder_copy / "train/cat/notes.txt").write_text("not an image")
+    raw = read(folder_copy)
+    assert len(raw.train.labels) == 300 and raw.skipped == []
+    assert raw.ignored == ["train/cat/notes.txt"]
+
+
+def test_tar_cut_at_a_block_boundary_is_refused(image_folder, tmp_path):
+    archive = tmp_path / "plain.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(image_folder, arcname="cifar")
+    with tarfile.open(archive) as tar:
+        members = tar.getmembers()
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(archive.read_bytes()[: members[-3].offset])  # just before a header
+    with pytest.raises(DataError, match=r"cut.tar' ends early .*truncated"):
+        read(cut)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.common.dataset import PreparedData, build_prepared
+from stages.common.data_checks import REFERENCE_MEAN, channel_stats, validate
+from stages.common.dataset import PreparedData, Split, build_prepared
 from stages.common.params import ValidateParams
-from stages.common.sources import RawDataset, Split
-from stages.common.validation import REFERENCE_MEAN, channel_stats, validate
+from stages.common.sources import RawDataset
 from tests import synthetic
+from tests.conftest import shipped
 
 
 @pytest.fixture
@@ -24,7 +25,7 @@ def data() -> PreparedData:
 
 
 # the synthetic images are not CIFAR-like, so drift is expected there
-PARAMS = ValidateParams(drift_tolerance=1.0)
+PARAMS = shipped(validate={"drift_tolerance": 1.0}).validate_
 
 
 def check(data: PreparedData, manifest: dict | None = None, params: ValidateParams = PARAMS):
@@ -55,7 +56,7 @@ def test_labels_out_of_range_are_fatal_and_named(data):
 def test_missing_class_is_fatal(data):
     keep = data.test.labels != 4
     data.test.images, data.test.labels = data.test.images[keep], data.test.labels[keep]
-    assert check(data).hard == ["test: no images of class class4"]
+    assert check(data).hard == ["test: no images of class deer"]
 
 
 def test_imbalance_is_a_warning(data):
@@ -79,7 +80,7 @@ def test_train_test_leakage_above_threshold_is_fatal(data):
     assert len(report.hard) == 1
     assert report.hard[0].startswith("leakage 2.00% > validate.max_leakage=1.00%")
     assert "test[0]=train[4]" in report.hard[0] and "test[9]=train[2]" in report.hard[0]
-    lenient = check(data, params=ValidateParams(drift_tolerance=1.0, max_leakage=0.05))
+    lenient = check(data, params=PARAMS.model_copy(update={"max_leakage": 0.05}))
     assert lenient.hard == [] and "2 test images also in train" in lenient.warnings[0]
 
 
@@ -97,7 +98,7 @@ def test_blank_images_are_warnings(data):
 
 def test_drift_against_reference_statistics(data):
     data.train.images //= 3  # a much darker training split
-    report = validate(data, {}, ValidateParams(drift_tolerance=0.05))
+    report = validate(data, {}, PARAMS.model_copy(update={"drift_tolerance": 0.05}))
     assert [w.split(" drift")[0] for w in report.warnings] == ["train: channel statistics"]
     cifar_like = np.broadcast_to(
         (np.asarray(REFERENCE_MEAN) * 255).astype(np.uint8), (4, 32, 32, 3)
@@ -117,6 +118,6 @@ def test_skipped_images_from_prepare_are_reported(data):
 
 def test_long_listings_are_cut(data):
     data.test.images[:30] = 0
-    report = check(data, params=ValidateParams(drift_tolerance=1.0, max_listed=3))
+    report = check(data, params=PARAMS.model_copy(update={"max_listed": 3}))
     blank = [w for w in report.warnings if w.startswith("test: 30 blank")]
     assert blank[0].endswith("test[0], test[1], test[2] and 27 more")

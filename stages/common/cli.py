@@ -8,13 +8,20 @@ from collections.abc import Callable
 
 from stages.common.errors import StageError
 from stages.common.params import Params, load_params
+from stages.common.runtime import keep_freed_memory
 
 
-def run_stage(main: Callable[[Params], None]) -> None:
-    """Load params.yaml, call ``main(params)``; a StageError exits with one clear line."""
+def run_command(main: Callable[[], None]) -> None:
+    """Call ``main()``; a StageError exits with one clear line and its exit code."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    keep_freed_memory()
     try:
-        main(load_params())
+        main()
     except StageError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(error.exit_code)
+
+
+def run_stage(main: Callable[[Params], None], load: Callable[[], Params] = load_params) -> None:
+    """Load params.yaml, call ``main(params)``; a StageError exits with one clear line."""
+    run_command(lambda: main(load()))

@@ -1,4 +1,5 @@
-"""Checks of the prepared data: hard failures stop the graph, soft findings are warnings."""
+"""The validate stage's checks of the prepared data: hard failures stop the graph, soft
+findings are warnings."""
 
 from __future__ import annotations
 
@@ -8,13 +9,12 @@ from typing import Any
 
 import numpy as np
 
+from stages.common.cifar10 import IMAGE_SHAPE
+from stages.common.cifar10 import MEAN as REFERENCE_MEAN
+from stages.common.cifar10 import STD as REFERENCE_STD
 from stages.common.dataset import SPLITS, PreparedData
 from stages.common.params import ValidateParams
-from stages.common.sources import IMAGE_SHAPE
 
-# Per-channel mean and std of the official CIFAR-10 training set, on a 0..1 scale.
-REFERENCE_MEAN = (0.4914, 0.4822, 0.4465)
-REFERENCE_STD = (0.2470, 0.2435, 0.2616)
 CHUNK = 8192
 
 
@@ -178,7 +178,8 @@ def check_drift(data: PreparedData, report: Report, params: ValidateParams) -> N
 
 
 def check_skipped(manifest: dict[str, Any], report: Report) -> None:
-    """Images prepare could not use (undecodable, wrong size or mode)."""
+    """Images prepare could not use (undecodable, wrong size or mode), files that are not
+    images, and a subset larger than the source."""
     skipped = manifest.get("skipped", [])
     report.numbers["skipped_images"] = len(skipped)
     if skipped:
@@ -186,6 +187,13 @@ def check_skipped(manifest: dict[str, Any], report: Report) -> None:
             f"prepare skipped {len(skipped)} unusable images: "
             + report.listing([f"{item['file']} ({item['problem']})" for item in skipped])
         )
+    ignored = manifest.get("ignored_files", [])
+    report.numbers["ignored_files"] = len(ignored)
+    if ignored:
+        report.warnings.append(
+            f"prepare ignored {len(ignored)} files that are not images: " + report.listing(ignored)
+        )
+    report.warnings.extend(manifest.get("notes", []))
 
 
 def validate(data: PreparedData, manifest: dict[str, Any], params: ValidateParams) -> Report:

@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from stages.common.errors import DataError
-from stages.common.io import write_atomic
-from stages.common.sources import RawDataset, Split
+from stages.common.errors import DataError, first_line
+from stages.common.io import NPZ_ERRORS, write_atomic
+from stages.common.layout import PREPARED_FILE
 
-PREPARED_DIR = Path("data/prepared")
-PREPARED_FILE = PREPARED_DIR / "cifar10.npz"
-MANIFEST_FILE = PREPARED_DIR / "manifest.json"
+if TYPE_CHECKING:
+    from stages.common.sources import RawDataset
+
+log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Split:
+    images: np.ndarray  # (N, 32, 32, 3) uint8
+    labels: np.ndarray  # (N,) int64
 
 
 @dataclass
@@ -51,8 +60,30 @@ def take_subset(split: Split, per_class: int, rng: np.random.Generator) -> Split
     return Split(split.images[index], split.labels[index])
 
 
+def subset_shortfall(raw: RawDataset, per_class: int) -> list[str]:
+    """Where ``data.subset`` asks for more images of a class than the source has."""
+    notes = []
+    for name, split in (("train", raw.train), ("test", raw.test)):
+        counts = np.bincount(split.labels, minlength=len(raw.classes))
+        short = [raw.classes[i] for i in np.flatnonzero(counts < per_class)]
+        if short:
+            notes.append(
+                f"data.subset={per_class} is more than {name} has of {len(short)} class(es) "
+                f"(smallest: {counts.min()} images); those keep all they have"
+            )
+    return notes
+
+
 def split_train_val(train: Split, val_ratio: float, seed: int) -> tuple[Split, Split]:
     """A deterministic split, stratified by class."""
+    counts = np.bincount(train.labels)
+    smallest = int(counts[counts > 0].min())
+    if round(smallest * val_ratio) < 1 or smallest - round(smallest * val_ratio) < 1:
+        raise DataError(
+            f"data.subset/data.val_ratio: {smallest} training image(s) of the smallest class "
+            f"cannot be split into train and validation at val_ratio={val_ratio} "
+            f"(raise data.subset to at least {int(np.ceil(1 / min(val_ratio, 1 - val_ratio)))})"
+        )
     index = np.arange(len(train.labels))
     try:
         train_index, val_index = train_test_split(
@@ -60,7 +91,8 @@ def split_train_val(train: Split, val_ratio: float, seed: int) -> tuple[Split, S
         )
     except ValueError as error:
         raise DataError(
-            f"data.val_ratio: cannot split {len(index)} training images stratified ({error})"
+            f"data.val_ratio: cannot split {len(index)} training images stratified "
+            f"({first_line(error)})"
         ) from None
     train_index, val_index = np.sort(train_index), np.sort(val_index)
     return (
@@ -95,7 +127,7 @@ def save_prepared(data: PreparedData, path: Path = PREPARED_FILE) -> None:
 
 
 def load_prepared(path: Path = PREPARED_FILE) -> PreparedData:
-    """Read the prepared arrays; a missing or damaged file names itself."""
+    """Read the prepared arrays; a missing or damaged file names itself and the fix."""
     if not path.is_file():
         raise DataError(f"{path}: prepared data not found (run `dvc repro prepare`)")
     try:
@@ -105,6 +137,9 @@ def load_prepared(path: Path = PREPARED_FILE) -> PreparedData:
                 for name in SPLITS
             }
             classes = [str(name) for name in arrays["classes"]]
-    except (OSError, ValueError, KeyError) as error:
-        raise DataError(f"{path}: unreadable prepared data ({error})") from None
+    except NPZ_ERRORS as error:
+        raise DataError(
+            f"{path}: damaged prepared data ({first_line(error, limit=80)}); restore it with "
+            "`dvc checkout prepare` or re-create it with `dvc repro -f prepare`"
+        ) from None
     return PreparedData(classes, splits["train"], splits["val"], splits["test"])

@@ -10,8 +10,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+from stages.common.data_checks import channel_stats
 from stages.common.dataset import SPLITS, PreparedData
-from stages.common.validation import channel_stats
 
 CHANNEL_COLOURS = ("tab:red", "tab:green", "tab:blue")
 SPLIT_COLOURS = {"train": "tab:blue", "val": "tab:orange", "test": "tab:green"}

@@ -15,3 +15,11 @@ class ParamsError(StageError):
 
 class DataError(StageError):
     """The data source or the prepared data cannot be used."""
+
+
+def first_line(error: BaseException | str, prefer: str = "", limit: int = 200) -> str:
+    """The first informative line of an error message (or the first containing ``prefer``)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    chosen = next((line for line in lines if prefer and prefer in line), None)
+    chosen = chosen or (lines[0] if lines else type(error).__name__)
+    return chosen[:limit]

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from stages.common.errors import DataError
+
+# what np.load raises for a truncated or bit-flipped .npz
+NPZ_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -57,7 +65,22 @@ def write_json(path: Path | str, data: Any) -> None:
 
 
 def read_json(path: Path | str) -> Any:
-    return json.loads(Path(path).read_text())
+    """A JSON file's content; a missing or damaged file is one DataError line naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found (run the stage that writes it)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DataError(
+            f"{path}: damaged JSON ({error}); restore it with `dvc checkout` or re-run the "
+            "stage that writes it"
+        ) from None
+
+
+def copy_file(source: Path | str, destination: Path | str) -> None:
+    """Copy ``source`` to ``destination`` atomically."""
+    write_atomic(destination, lambda temp: shutil.copyfile(source, temp))
 
 
 def save_figure(figure: Any, path: Path | str, dpi: int = 120) -> None:

@@ -1,16 +1,16 @@
 """Read CIFAR-10 from any supported source into uint8 arrays.
 
-Sources (``data.source``):
-- ``torchvision``: the official download (needs the internet);
-- the official ``cifar-10-python.tar.gz`` or its extracted ``cifar-10-batches-py/``;
-- an image-folder tree ``train/<class>/*``, ``test/<class>/*`` or a ``.tar``/``.tar.gz`` of one.
+Sources (``data.source``, a path DVC hashes as prepare's dependency):
+- the official ``cifar-10-python.tar.gz`` (what the download stage fetches) or its extracted
+  ``cifar-10-batches-py/``;
+- an image-folder tree ``train/<class>/**``, ``test/<class>/**`` (images in nested folders
+  belong to their class folder) or a ``.tar``/``.tar.gz`` of one.
 """
 
 from __future__ import annotations
 
-import io
 import logging
-import pickle
+import pickle  # nosec B403: the official CIFAR-10 batches are pickles by design
 import tarfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -18,23 +18,19 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
+from stages.common.cifar10 import CLASSES
+from stages.common.dataset import Split
 from stages.common.errors import DataError
+from stages.common.images import IMAGE_SUFFIXES, decode_image
 
 log = logging.getLogger(__name__)
 
-IMAGE_SHAPE = (32, 32, 3)
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 OFFICIAL_DIR = "cifar-10-batches-py"
 OFFICIAL_TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
 OFFICIAL_TEST_BATCH = "test_batch"
-
-
-@dataclass
-class Split:
-    images: np.ndarray  # (N, 32, 32, 3) uint8
-    labels: np.ndarray  # (N,) int64
+SOURCE_SPLITS = ("train", "test")
+_END_OF_ARCHIVE = 1024  # two zero blocks close every tar archive
 
 
 @dataclass
@@ -46,17 +42,34 @@ class RawDataset:
     test: Split
     source_kind: str
     skipped: list[dict[str, str]] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)  # files that are not images
 
 
-def read_source(source: str, download_dir: Path, on_bad_image: str) -> RawDataset:
-    """Dispatch on the form of ``source``; raises DataError naming the path on failure."""
-    if source == "torchvision":
-        return _read_torchvision(download_dir)
+def read_source(source: str, on_bad_image: str, class_set: str) -> RawDataset:
+    """Read ``source``; DataError naming the path on failure. ``class_set`` 'cifar10' requires
+    exactly CIFAR-10's ten classes."""
+    raw = _read(source, on_bad_image)
+    if class_set == "cifar10" and raw.classes != list(CLASSES):
+        missing = sorted(set(CLASSES) - set(raw.classes))
+        extra = sorted(set(raw.classes) - set(CLASSES))
+        details = "; ".join(
+            f"{label}: {', '.join(names)}"
+            for label, names in (("missing", missing), ("not CIFAR-10 classes", extra))
+            if names
+        )
+        raise DataError(
+            f"data.source: '{source}' holds {len(raw.classes)} classes, not CIFAR-10's ten "
+            f"({details or 'another order'}); set data.classes: any to use another class set"
+        )
+    return raw
+
+
+def _read(source: str, on_bad_image: str) -> RawDataset:
     path = Path(source)
     if not path.exists():
         raise DataError(
-            f"data.source: '{source}' does not exist (use 'torchvision', an official "
-            "cifar-10-python archive or folder, or an image-folder tree/tar)"
+            f"data.source: '{source}' does not exist (the official cifar-10-python archive or "
+            "folder, or an image-folder tree/tar; see `downloads` in params.yaml)"
         )
     if path.is_dir():
         if (path / OFFICIAL_DIR).is_dir():
@@ -77,28 +90,11 @@ def read_source(source: str, download_dir: Path, on_bad_image: str) -> RawDatase
     )
 
 
-def _read_torchvision(download_dir: Path) -> RawDataset:
-    from torchvision.datasets import CIFAR10
-
-    try:
-        train = CIFAR10(str(download_dir), train=True, download=True)
-        test = CIFAR10(str(download_dir), train=False, download=True)
-    except Exception as error:  # network errors come in many types
-        raise DataError(
-            f"data.source: the torchvision download of CIFAR-10 failed ({error}); offline, "
-            "point data.source at a local archive or image folder"
-        ) from None
-    return RawDataset(
-        classes=list(train.classes),
-        train=Split(np.asarray(train.data, np.uint8), np.asarray(train.targets, np.int64)),
-        test=Split(np.asarray(test.data, np.uint8), np.asarray(test.targets, np.int64)),
-        source_kind="torchvision",
-    )
-
-
 def _unpickle(blob: bytes, name: str) -> dict:
+    """An official CIFAR batch. These are pickles by the data set's own design; they are read
+    only from the source the user names (the official archive, md5-checked when downloaded)."""
     try:
-        return pickle.loads(blob, encoding="bytes")
+        return pickle.loads(blob, encoding="bytes")  # nosec B301
     except Exception as error:
         raise DataError(f"data.source: {name} is not a readable CIFAR batch ({error})") from None
 
@@ -139,19 +135,32 @@ def _tar_files(archive: tarfile.TarFile) -> Iterator[tuple[PurePosixPath, bytes 
         if member.isdir():
             yield name, None
         elif member.isfile():
-            yield name, archive.extractfile(member).read()
+            handle = archive.extractfile(member)
+            yield name, handle.read() if handle else b""
+
+
+def _check_complete(archive: tarfile.TarFile, path: Path) -> None:
+    """A tar cut at a block boundary reads as a shorter, valid-looking archive: only the
+    missing end-of-archive blocks tell. Refuse it rather than lose images quietly."""
+    fileobj = archive.fileobj
+    fileobj.seek(archive.offset)
+    tail = fileobj.read(_END_OF_ARCHIVE)
+    if len(tail) < _END_OF_ARCHIVE or tail.strip(b"\0"):
+        raise DataError(
+            f"data.source: archive '{path}' ends early (no end-of-archive marker after "
+            f"{archive.offset} bytes of entries): it is truncated, re-copy or re-download it"
+        )
 
 
 def _read_tar(path: Path, on_bad_image: str) -> RawDataset:
     try:
         with tarfile.open(path) as archive:
             names = archive.getnames()
+            _check_complete(archive, path)
             official = next((n for n in names if n.endswith(f"{OFFICIAL_DIR}/test_batch")), None)
             if official:
                 prefix = official.removesuffix(OFFICIAL_TEST_BATCH)
-                return _read_official(
-                    lambda name: archive.extractfile(prefix + name).read(), str(path)
-                )
+                return _read_official(lambda name: _member_bytes(archive, prefix + name), str(path))
             return _read_image_folder(_tar_files(archive), str(path), on_bad_image)
     except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
         raise DataError(
@@ -159,46 +168,46 @@ def _read_tar(path: Path, on_bad_image: str) -> RawDataset:
         ) from None
 
 
-def _decode(blob: bytes, name: str) -> tuple[np.ndarray | None, str]:
-    """The image as (32, 32, 3) uint8, or None and the reason it cannot be used."""
-    try:
-        with Image.open(io.BytesIO(blob)) as image:
-            image.load()
-            if image.mode != "RGB":
-                return None, f"mode {image.mode}, expected RGB"
-            if image.size != IMAGE_SHAPE[:2]:
-                return None, f"size {image.size[0]}x{image.size[1]}, expected 32x32"
-            return np.asarray(image, np.uint8), ""
-    except UnidentifiedImageError:
-        return None, "does not decode (not a recognised image format)"
-    except (OSError, SyntaxError, ValueError) as error:
-        return None, f"does not decode ({error})"
+def _member_bytes(archive: tarfile.TarFile, name: str) -> bytes:
+    handle = archive.extractfile(name)
+    if handle is None:
+        raise KeyError(name)
+    return handle.read()
 
 
 def _read_image_folder(
     files: Iterator[tuple[PurePosixPath, bytes | None]], where: str, on_bad_image: str
 ) -> RawDataset:
-    """``train/<class>/*`` and ``test/<class>/*``, possibly below one top folder."""
-    folders: dict[str, dict[str, list[tuple[str, bytes]]]] = {"train": {}, "test": {}}
-    skipped: list[dict[str, str]] = []
+    """``train/<class>/**`` and ``test/<class>/**``, possibly below one top folder."""
+    folders: dict[str, dict[str, list[tuple[str, bytes]]]] = {s: {} for s in SOURCE_SPLITS}
+    ignored: list[str] = []
     for name, blob in files:
         parts = name.parts
         split_at = next((i for i, part in enumerate(parts) if part in folders), None)
         if split_at is None or len(parts) - split_at < 2:
+            if blob is not None:
+                ignored.append(str(name))
             continue
         split, class_name = parts[split_at], parts[split_at + 1]
         images = folders[split].setdefault(class_name, [])
-        if blob is None or len(parts) - split_at != 3:
+        if blob is None or len(parts) - split_at == 2:
             continue
         if name.suffix.lower() not in IMAGE_SUFFIXES:
-            log.warning("%s/%s: not an image file, ignored", where, name)
+            ignored.append(str(name))
             continue
         images.append((str(name), blob))
+    if ignored:
+        log.warning(
+            "%s: %d file(s) that are not images in train/<class>/ or test/<class>/ ignored: %s",
+            where,
+            len(ignored),
+            ", ".join(ignored[:5]) + (" ..." if len(ignored) > 5 else ""),
+        )
 
     classes = sorted(folders["train"])
     if not classes:
         raise DataError(f"data.source: {where} has no train/<class>/ folders")
-    for split in ("train", "test"):
+    for split in SOURCE_SPLITS:
         for class_name in classes:
             if class_name not in folders[split]:
                 raise DataError(
@@ -213,24 +222,27 @@ def _read_image_folder(
                 f"data.source: {where}: {split}/ has class folders not in train/: {extra}"
             )
 
+    skipped: list[dict[str, str]] = []
     splits = {}
-    for split in ("train", "test"):
+    for split in SOURCE_SPLITS:
         images, labels = [], []
         for label, class_name in enumerate(classes):
-            for name, blob in folders[split][class_name]:
-                image, problem = _decode(blob, name)
+            for file_name, blob in folders[split][class_name]:
+                image, problem = decode_image(blob)
                 if image is None:
                     if on_bad_image == "fail":
                         raise DataError(
-                            f"data.source: {where}/{name}: {problem} "
+                            f"data.source: {where}/{file_name}: {problem} "
                             "(fatal: data.on_bad_image is 'fail')"
                         )
-                    log.warning("%s/%s: %s; skipped", where, name, problem)
-                    skipped.append({"file": name, "problem": problem})
+                    log.warning("%s/%s: %s; skipped", where, file_name, problem)
+                    skipped.append({"file": file_name, "problem": problem})
                     continue
                 images.append(image)
                 labels.append(label)
         if not images:
             raise DataError(f"data.source: {where}: no usable images in {split}/")
         splits[split] = Split(np.stack(images), np.asarray(labels, np.int64))
-    return RawDataset(classes, splits["train"], splits["test"], "image-folder", skipped)
+    return RawDataset(
+        classes, splits["train"], splits["test"], "image-folder", skipped, sorted(ignored)
+    )
