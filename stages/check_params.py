@@ -1,26 +1,89 @@
-"""check_params: validate params.yaml before DVC runs anything (run.sh calls it first).
+"""check_params: check params.yaml, and the -S overrides about to be applied, before DVC runs.
 
-DVC removes a stage's outputs before running it, so a typo found inside a stage has already
-cost the workspace copy of those outputs (`dvc checkout` brings them back). Checking here,
-before `dvc repro`, loses nothing.
+    python -m stages.check_params [-S key=value ...]
+
+DVC removes a stage's outputs before running it, and `dvc exp run -S` writes the overrides into
+params.yaml before anything runs: a typo found inside a stage has already cost the workspace
+copy of those outputs. Checking here loses nothing. Beyond the schema it builds each model's
+architecture (unknown names, freezing groups the model does not have), loads local weights
+files completely, and checks the batch size against the training set the data settings give.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
+from pathlib import Path
 
-from stages.common.cli import run_stage
-from stages.common.models import check_model_spec
+from stages.common.cifar10 import IMAGES_PER_CLASS
+from stages.common.cli import run_command
+from stages.common.errors import ParamsError
+from stages.common.freezing import Freezer
+from stages.common.io import read_json
+from stages.common.layout import MANIFEST_FILE
+from stages.common.models import check_arch, check_weights_file, create_architecture, input_size
+from stages.common.overrides import with_overrides
 from stages.common.params import Params
 
 log = logging.getLogger("check_params")
 
 
-def main(params: Params) -> None:
-    for name, spec in params.models.items():
-        check_model_spec(name, spec)
+def expected_train_images(params: Params) -> int | None:
+    """The training-set size the data settings give: known for CIFAR-10, else from the last
+    prepare run, else unknown."""
+    data = params.data
+    if data.classes == "cifar10":
+        per_class = min(data.subset or IMAGES_PER_CLASS["train"], IMAGES_PER_CLASS["train"])
+        return 10 * (per_class - round(per_class * data.val_ratio))
+    if MANIFEST_FILE.is_file():
+        return read_json(MANIFEST_FILE)["counts"]["train"]
+    return None
+
+
+def check_source(params: Params) -> None:
+    source = params.data.source
+    downloaded = {Path(entry.path) for entry in params.downloads.values()}
+    if not Path(source).exists() and Path(source) not in downloaded:
+        raise ParamsError(
+            f"data.source: '{source}' does not exist and no entry of `downloads` fetches it"
+        )
+
+
+def check_model(params: Params, name: str) -> None:
+    spec = params.models[name]
+    key = f"models.{name}"
+    if not name.replace("_", "").replace("-", "").isalnum():
+        raise ParamsError(f"{key}: model names may use letters, digits, '_' and '-' only")
+    check_arch(spec.arch, f"{key}.arch")
+    model = create_architecture(spec.arch, 10, input_size(spec), pretrained=False)
+    Freezer(model, spec.freezing, f"{key}.freezing")
+    check_weights_file(name, spec, 10)
+
+
+def check(params: Params) -> None:
+    check_source(params)
+    for name in params.models:
+        check_model(params, name)
+    train_images = expected_train_images(params)
+    if train_images is not None and params.train.batch_size > train_images:
+        raise ParamsError(
+            f"train.batch_size: {params.train.batch_size} is larger than the training set "
+            f"({train_images} images with data.subset={params.data.subset}, "
+            f"data.val_ratio={params.data.val_ratio})"
+        )
     log.info("params.yaml is valid (%d models: %s)", len(params.models), ", ".join(params.models))
 
 
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-S", "--set-param", action="append", default=[], dest="overrides")
+    parser.add_argument("--model", help="a model the run targets; it must exist")
+    args = parser.parse_args()
+    _raw, params = with_overrides(args.overrides)
+    if args.model:
+        params.model(args.model)
+    check(params)
+
+
 if __name__ == "__main__":
-    run_stage(main)
+    run_command(main)

@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from stages.common.params import Params, parse_params
 from tests import synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 REAL_DATA = SHARED / "datasets" / "cifar10-jpeg.tar.gz"
 REAL_WEIGHTS = SHARED / "weights" / "efficientnet_lite0.in1k.safetensors"
-PROJECT_FILES = ["stages", "params.yaml", "dvc.yaml"]
+PROJECT_FILES = ["stages", "params.yaml", "dvc.yaml", ".gitignore", ".dvcignore"]
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +29,22 @@ def image_folder(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def image_tar(image_folder, tmp_path_factory) -> Path:
     return synthetic.write_tar(image_folder, tmp_path_factory.mktemp("tar") / "cifar.tar.gz")
+
+
+def merge_sections(base: dict, update: dict) -> dict:
+    """``update`` merged into ``base`` in place (nested dicts); an empty mapping replaces."""
+    for key, value in update.items():
+        if value and isinstance(value, dict) and isinstance(base.get(key), dict):
+            merge_sections(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def shipped(**sections) -> Params:
+    """The shipped params.yaml with ``sections`` merged in, checked."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    return parse_params(merge_sections(raw, sections))
 
 
 def copy_project(destination: Path) -> Path:
@@ -45,18 +62,9 @@ def copy_project(destination: Path) -> Path:
 
 
 def update_params(project: Path, **sections) -> dict:
-    """Merge ``sections`` (nested dicts) into project/params.yaml."""
+    """Merge ``sections`` (nested dicts) into project/params.yaml; an empty mapping replaces."""
     path = project / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-
-    def merge(base: dict, update: dict) -> None:
-        for key, value in update.items():
-            if isinstance(value, dict) and isinstance(base.get(key), dict):
-                merge(base[key], value)
-            else:
-                base[key] = value
-
-    merge(params, sections)
+    params = merge_sections(yaml.safe_load(path.read_text()), sections)
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return params
 
@@ -74,11 +82,16 @@ def run_module(project: Path, module: str, *args: str, timeout: int = 600):
     )
 
 
+def offline_data(source: Path | str) -> dict:
+    """params.yaml sections that read ``source`` instead of downloading CIFAR-10."""
+    return {"downloads": {}, "data": {"source": str(source)}}
+
+
 @pytest.fixture
 def project(tmp_path, image_tar) -> Path:
     """A project copy whose data source is the generated image-folder archive."""
     copy = copy_project(tmp_path / "project")
-    update_params(copy, data={"source": str(image_tar)})
+    update_params(copy, **offline_data(image_tar))
     return copy
 
 
@@ -92,18 +105,18 @@ def tiny_training_params(epochs: int = 2, **train) -> dict:
             "arch": arch,
             "pretrained": False,
             "img_size": 32,
+            "lr_scale": 1.0,
             "freezing": {"strategy": "none", "groups": 0, "schedule": []},
         }
         for name, arch in TINY_MODELS.items()
     }
-    models["vit"]["lr"] = 0.001
     return {
         "train": {
             "epochs": epochs,
             "batch_size": 32,
             "workers": 0,
             "patience": None,
-            "warmup_epochs": 0,
+            "warmup_epochs": 0.0,
             **train,
         },
         "models": models,
@@ -115,7 +128,8 @@ def tiny_training_params(epochs: int = 2, **train) -> dict:
 def prepared_template(tmp_path_factory, image_tar) -> Path:
     """A project with prepared and validated synthetic data and tiny-model params."""
     template = copy_project(tmp_path_factory.mktemp("template") / "project")
-    update_params(template, data={"source": str(image_tar)}, **tiny_training_params())
+    update_params(template, **offline_data(image_tar))
+    update_params(template, **tiny_training_params())
     for module in ("stages.prepare", "stages.validate"):
         result = run_module(template, module)
         assert result.returncode == 0, result.stderr

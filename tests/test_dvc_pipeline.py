@@ -1,32 +1,46 @@
-"""The real `dvc repro` in a temporary git repository."""
+"""The real `dvc` in temporary git repositories: the pipeline, experiments, a remote round trip
+between two team members' clones, queued experiments, and the source data as a dependency."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.conftest import tiny_training_params, update_params
+from tests import synthetic
+from tests.conftest import ROOT, offline_data, tiny_training_params, update_params
 
 pytestmark = pytest.mark.slow
 
 
-def dvc(project: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {
+def environment(project: Path) -> dict[str, str]:
+    return {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "PYTHONPATH": str(project),
         "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "test",
+        "GIT_AUTHOR_EMAIL": "test@example.com",
+        "GIT_COMMITTER_NAME": "test",
+        "GIT_COMMITTER_EMAIL": "test@example.com",
     }
+
+
+def dvc(project: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     result = subprocess.run(
         [sys.executable, "-m", "dvc", *args],
         cwd=project,
-        env=env,
+        env=environment(project),
         capture_output=True,
         text=True,
         timeout=1800,
@@ -36,37 +50,50 @@ def dvc(project: Path, *args: str, check: bool = True) -> subprocess.CompletedPr
     return result
 
 
-def git(project: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=project, check=True, capture_output=True)
+def git(project: Path, *args: str) -> str:
+    result = subprocess.run(
+        ["git", *args], cwd=project, env=environment(project), capture_output=True, text=True
+    )
+    assert result.returncode == 0, f"git {' '.join(args)}: {result.stderr}"
+    return result.stdout
 
 
 def init_repo(project: Path, **params) -> Path:
-    """git + dvc initialised in ``project``, params updated, everything committed."""
-    git(project, "init", "-q")
-    git(project, "config", "user.email", "test@example.com")
-    git(project, "config", "user.name", "test")
+    """git + dvc initialised in ``project`` (the repository's own .dvc/config, .gitignore and
+    .dvcignore), params updated, everything committed on main."""
+    git(project, "init", "-q", "-b", "main")
     dvc(project, "init", "-q")
+    shutil.copy(ROOT / ".dvc/config", project / ".dvc/config")
     update_params(project, **params)
     git(project, "add", ".")
     git(project, "commit", "-qm", "init")
     return project
 
 
-@pytest.fixture
-def repo(project: Path) -> Path:
-    return init_repo(project, validate={"drift_tolerance": 1.0})
+def commit_all(project: Path, message: str) -> None:
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", message)
 
 
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_data_stages_run_once_and_survive_bad_params(repo):
+def tiny(**extra) -> dict:
+    return {
+        **tiny_training_params(epochs=1),
+        "evaluate": {"tsne_samples": 60, "gradcam_samples": 4, "grid_size": 8},
+        **extra,
+    }
+
+
+def test_data_stages_run_once_and_survive_bad_params(project):
+    repo = init_repo(project, validate={"drift_tolerance": 1.0})
     dvc(repo, "repro", "eda")
     assert (repo / "plots/eda/samples.png").exists()
     assert "Data and pipelines are up to date" in dvc(repo, "repro", "eda").stdout
     shown = dvc(repo, "metrics", "show").stdout
-    assert "metrics/validate.json" in shown and "metrics/eda.json" in shown
+    assert "metrics/validate.json" in shown and "metrics/prepare.json" in shown
     assert "plots/eda/samples.png" in dvc(repo, "plots", "show", "--json").stdout
     prepared = digest(repo / "data/prepared/cifar10.npz")
 
@@ -81,62 +108,208 @@ def test_data_stages_run_once_and_survive_bad_params(repo):
     assert "Data and pipelines are up to date" in dvc(repo, "repro", "eda").stdout
 
 
-@pytest.fixture
-def tiny_repo(project: Path) -> Path:
-    return init_repo(
-        project,
-        **tiny_training_params(epochs=2),
-        evaluate={"tsne_samples": 60, "gradcam_samples": 4, "grid_size": 8},
+def test_an_edit_of_the_source_data_reruns_prepare(project, image_folder, tmp_path):
+    source = shutil.copytree(image_folder, tmp_path / "source")
+    repo = init_repo(project, validate={"drift_tolerance": 1.0}, **offline_data(source))
+    dvc(repo, "repro", "validate")
+    assert "Data and pipelines are up to date" in dvc(repo, "repro", "validate").stdout
+
+    extra = source / "train/cat/extra.png"
+    extra.write_bytes(synthetic.png_bytes(synthetic.make_images(1, 9)[0][3]))
+    status = dvc(repo, "status").stdout
+    assert "prepare:" in status and "modified:" in status and str(source) in status
+    dvc(repo, "repro", "validate")
+    manifest = json.loads((repo / "data/prepared/manifest.json").read_text())
+    assert manifest["counts"]["train"] + manifest["counts"]["val"] == 301
+
+    shutil.rmtree(source / "test/horse")
+    assert "prepare:" in dvc(repo, "status").stdout
+    failed = dvc(repo, "repro", "validate", check=False)
+    assert failed.returncode != 0
+    assert "class 'horse' is missing from test" in failed.stderr
+
+
+def test_the_download_stage_fetches_verifies_and_feeds_prepare(project, image_tar, tmp_path):
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    served = tmp_path / "served"
+    served.mkdir()
+    shutil.copy(image_tar, served / "cifar.tar.gz")
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(served), **kwargs)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/cifar.tar.gz"
+    md5 = hashlib.md5(image_tar.read_bytes()).hexdigest()
+    entry = {"url": url, "md5": md5, "path": "data/raw/cifar.tar.gz"}
+    try:
+        repo = init_repo(
+            project,
+            downloads={"mirror": entry},
+            data={"source": "data/raw/cifar.tar.gz"},
+            validate={"drift_tolerance": 1.0},
+        )
+        run = dvc(repo, "repro", "prepare")
+        assert "Running stage 'download@mirror'" in run.stdout
+        assert digest(repo / "data/raw/cifar.tar.gz") == digest(image_tar)
+        assert "download@mirror" in (repo / "dvc.lock").read_text()
+        # a file that changed at its source is refused, and nothing half-written stays
+        update_params(repo, downloads={"mirror": {**entry, "md5": "0" * 32}})
+        failed = dvc(repo, "repro", "prepare", check=False)
+        assert failed.returncode != 0
+        assert f"does not have the MD5 {'0' * 32}" in failed.stderr
+        assert not list((repo / "data/raw").glob(".cifar.tar.gz*"))
+    finally:
+        server.shutdown()
+
+
+def exp_show_columns(repo: Path) -> list[str]:
+    table = dvc(repo, "exp", "show", "--only-changed", "--csv").stdout
+    return next(csv.reader(io.StringIO(table)))
+
+
+def test_full_pipeline_a_fourth_model_and_experiments(project):
+    repo = init_repo(project, **tiny())
+    # a fourth model is an edit of params.yaml alone
+    update_params(
+        repo,
+        models={"resnet_b": {"arch": "test_resnet", "pretrained": False, "img_size": 32}},
     )
-
-
-def test_full_pipeline_experiments_and_plots(tiny_repo):
-    dvc(tiny_repo, "repro")
-    assert "Data and pipelines are up to date" in dvc(tiny_repo, "repro").stdout
-    shown = json.loads(dvc(tiny_repo, "metrics", "show", "--json").stdout)
+    run = dvc(repo, "repro")
+    assert "Running stage 'train@resnet_b'" in run.stdout
+    assert "Data and pipelines are up to date" in dvc(repo, "repro").stdout
+    shown = json.loads(dvc(repo, "metrics", "show", "--json").stdout)
     files = next(iter(shown.values()))["data"]
-    evaluation = files["metrics/evaluate/vit.json"]["data"]
-    for key in ("accuracy", "f1_weighted", "f1_macro", "loss", "top2_accuracy"):
-        assert 0 <= evaluation[key] <= 10
-    assert set(evaluation["calibration"]) >= {
+    assert set(files["metrics/evaluate/resnet_b.json"]["data"]) == {
+        "accuracy",
+        "f1_weighted",
+        "loss",
         "ece",
-        "mce",
-        "nll",
-        "brier",
-        "temperature",
         "ece_scaled",
     }
-    assert files["metrics/compare.json"]["data"]["best_model"] in {
+    comparison = json.loads((repo / "reports/comparison.json").read_text())["rows"]
+    assert [row["model"] for row in comparison] == [
         "resnet",
         "efficientnet",
         "vit",
+        "resnet_b",
         "ensemble",
-    }
-    assert "ensemble" in files["metrics/compare.json"]["data"]["models"]
-    plots = json.loads(dvc(tiny_repo, "plots", "show", "--json", "--split").stdout)["data"]
-    names = set(plots)
-    assert {"vit loss (train vs val)", "Validation accuracy, all models"} <= names
-    assert "evaluation/vit/live/plots/sklearn/confusion_matrix.json" in names
-    assert "plots/compare/comparison.png" in names
-    git(tiny_repo, "add", ".")
-    git(tiny_repo, "commit", "-qm", "baseline")
+    ]
+    plots = json.loads(dvc(repo, "plots", "show", "--json", "--split").stdout)["data"]
+    assert "dvclive/resnet_b/plots/metrics/val/loss.tsv" in plots
+    assert "evaluation/vit/live/plots/sklearn/confusion_matrix.json" in plots
+    assert "plots/compare/comparison.png" in plots
+    commit_all(repo, "baseline")
 
     # a change to one model's section re-runs only that branch (and compare)
-    only_vit = dvc(tiny_repo, "exp", "run", "-n", "vit-lr", "-S", "models.vit.lr=0.003")
+    only_vit = dvc(repo, "exp", "run", "-n", "vit-scale", "-S", "models.vit.lr_scale=3")
     assert "Stage 'train@resnet' didn't change, skipping" in only_vit.stdout
     assert "Running stage 'train@vit'" in only_vit.stdout
-    # a shared train key re-runs every model, and plots diff compares the experiments
-    everything = dvc(tiny_repo, "exp", "run", "-n", "all-lr", "-S", "train.lr=0.002")
-    for model in ("resnet", "efficientnet", "vit"):
+    # a shared train key re-runs every model, each at its own scale of it
+    everything = dvc(repo, "exp", "run", "-n", "all-lr", "-S", "train.lr=0.002")
+    for model in ("resnet", "efficientnet", "vit", "resnet_b"):
         assert f"Running stage 'train@{model}'" in everything.stdout
-    table = dvc(tiny_repo, "exp", "show", "--csv").stdout
-    assert "all-lr" in table and "vit-lr" in table and "train.lr" in table
-    diff = json.loads(
-        dvc(tiny_repo, "plots", "diff", "HEAD", "all-lr", "--json", "--split").stdout
-    )["data"]
+    live_params = yaml.safe_load((repo / "dvclive/vit/params.yaml").read_text())
+    assert live_params["lr"] == pytest.approx(0.002)
+    columns = exp_show_columns(repo)
+    assert len(columns) <= 52, columns  # 4 models + the ensemble; about 40 with three
+    assert "train.lr" in columns and "metrics/evaluate/vit.json:accuracy" in columns
+    assert not any("per_class" in column or "drift" in column for column in columns)
+    diff = json.loads(dvc(repo, "plots", "diff", "HEAD", "all-lr", "--json", "--split").stdout)
     for name in (
-        "Validation loss, all models",
+        "dvclive/vit/plots/metrics/val/loss.tsv",
         "evaluation/vit/live/plots/sklearn/confusion_matrix.json",
     ):
-        revisions = {rev for entry in diff[name] for rev in entry["revisions"]}
+        revisions = {rev for entry in diff["data"][name] for rev in entry["revisions"]}
         assert revisions == {"HEAD", "all-lr"}, (name, revisions)
+
+
+def test_three_model_exp_show_fits_a_wide_terminal(project):
+    repo = init_repo(project, **tiny())
+    dvc(repo, "repro")
+    commit_all(repo, "baseline")
+    dvc(repo, "exp", "run", "-n", "lr", "-S", "train.lr=0.002")
+    columns = exp_show_columns(repo)
+    assert len(columns) <= 40, (len(columns), columns)
+
+
+def test_team_round_trip_through_a_remote(project, tmp_path):
+    """Member A runs and pushes; a fresh clone sees the results without pulling; member B
+    pulls everything and finds it up to date; experiments travel both ways."""
+    origin = tmp_path / "origin.git"
+    storage = tmp_path / "dvc-storage"
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(origin))
+    alice = init_repo(project, **tiny())
+    keep_models(alice, ["resnet", "vit"])
+    dvc(alice, "remote", "add", "-d", "storage", str(storage))
+    commit_all(alice, "configure the remote")
+    dvc(alice, "repro")
+    dvc(alice, "push")
+    commit_all(alice, "results")
+    git(alice, "remote", "add", "origin", str(origin))
+    git(alice, "push", "-q", "origin", "main")
+
+    # a fresh clone sees the committed results without pulling anything
+    reader = tmp_path / "reader"
+    git(tmp_path, "clone", "-q", str(origin), str(reader))
+    metrics = dvc(reader, "metrics", "show").stdout
+    assert "metrics/evaluate/resnet.json" in metrics and "accuracy" in metrics
+    assert dvc(reader, "metrics", "diff", "main").returncode == 0
+    plots = json.loads(dvc(reader, "plots", "diff", "main", "--json", "--split").stdout)
+    assert plots["data"]["dvclive/resnet/plots/metrics/val/loss.tsv"]
+    table = dvc(reader, "exp", "show", "--csv").stdout
+    assert "main" in table and "DVC failed" not in table
+
+    # member B pulls: everything is there and up to date
+    bob = tmp_path / "bob"
+    git(tmp_path, "clone", "-q", str(origin), str(bob))
+    dvc(bob, "pull")
+    assert "Data and pipelines are up to date" in dvc(bob, "status").stdout
+    for path in ("models/resnet/model.safetensors", "data/prepared/cifar10.npz"):
+        assert digest(bob / path) == digest(alice / path)
+
+    # an experiment travels from A to B
+    dvc(alice, "exp", "run", "-n", "faster", "-S", "train.lr=0.003")
+    dvc(alice, "exp", "push", "origin", "faster")
+    dvc(bob, "exp", "pull", "origin", "faster")
+    assert "faster" in dvc(bob, "exp", "show", "--csv").stdout
+    dvc(bob, "exp", "apply", "faster")
+    assert yaml.safe_load((bob / "params.yaml").read_text())["train"]["lr"] == 0.003
+    assert digest(bob / "models/resnet/model.safetensors") == digest(
+        alice / "models/resnet/model.safetensors"
+    )
+
+
+def keep_models(project: Path, names: list[str]) -> None:
+    path = project / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    params["models"] = {name: params["models"][name] for name in names}
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_queued_experiments_run_in_parallel(project, image_tar):
+    repo = init_repo(project, **tiny())
+    keep_models(repo, ["resnet"])
+    commit_all(repo, "one model")
+    dvc(repo, "exp", "run", "--queue", "-S", "train.lr=0.001,0.002")
+    dvc(repo, "queue", "start", "-j", "2")
+    deadline = time.monotonic() + 1200
+    while any(state in dvc(repo, "queue", "status").stdout for state in ("Queued", "Running")):
+        assert time.monotonic() < deadline, dvc(repo, "queue", "status").stdout
+        time.sleep(3)
+    dvc(repo, "queue", "stop", check=False)
+    table = list(csv.DictReader(io.StringIO(dvc(repo, "exp", "show", "--csv").stdout)))
+    results = {
+        row["train.lr"]: row["metrics/evaluate/resnet.json:accuracy"]
+        for row in table
+        if row["Experiment"] and row["State"] in ("", "Success")
+    }
+    assert set(results) >= {"0.001", "0.002"}, table
+    assert all(float(value) > 0 for value in results.values())

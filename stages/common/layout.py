@@ -1,31 +1,93 @@
-"""Where the per-model stages write, in one place, so writers and readers agree."""
+"""Where every stage reads and writes, in one place, so writers, readers and dvc.yaml agree.
+
+tests/test_dvc_yaml.py checks that dvc.yaml declares exactly these paths.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
+PREPARED_DIR = Path("data/prepared")
+PREPARED_FILE = PREPARED_DIR / "cifar10.npz"
+MANIFEST_FILE = PREPARED_DIR / "manifest.json"
 
-def model_file(name: str) -> Path:
-    """train@<name>'s best checkpoint."""
-    return Path("models") / name / "model.pt"
+METRICS_DIR = Path("metrics")
+PREPARE_METRICS = METRICS_DIR / "prepare.json"  # image counts per split
+VALIDATE_METRICS = METRICS_DIR / "validate.json"  # the verdict: passed, failures, warnings
+VALIDATION_REPORT = Path("reports/validation.json")  # every number and message of validate
+
+EDA_PLOTS = Path("plots/eda")
+EDA_REPORT = Path("reports/eda.md")
+EDA_DETAILS = Path("reports/eda.json")
+
+COMPARE_METRICS = METRICS_DIR / "compare.json"
+COMPARE_REPORT = Path("reports/comparison.md")
+COMPARE_DETAILS = Path("reports/comparison.json")
+COMPARE_PLOTS = Path("plots/compare")
+
+RELEASE_DIR = Path("release")  # the model registry's artifact: the best single model
+RELEASE_CHECKPOINT = RELEASE_DIR / "model.safetensors"
+
+SWEEPS_DIR = Path("sweeps")
 
 
-def live_dir(name: str) -> Path:
-    """train@<name>'s DVCLive directory (metrics.json and per-epoch plots)."""
-    return Path("dvclive") / name
+@dataclass(frozen=True)
+class ModelPaths:
+    """What train@<name> and evaluate@<name> write."""
+
+    name: str
+
+    @property
+    def model_dir(self) -> Path:
+        return Path("models") / self.name
+
+    @property
+    def checkpoint(self) -> Path:
+        """The best weights and their metadata (safetensors; no code)."""
+        return self.model_dir / "model.safetensors"
+
+    @property
+    def live_dir(self) -> Path:
+        """DVCLive's per-epoch curves (git-tracked plot data)."""
+        return Path("dvclive") / self.name
+
+    @property
+    def train_metrics(self) -> Path:
+        return METRICS_DIR / "train" / f"{self.name}.json"
+
+    @property
+    def resume_dir(self) -> Path:
+        """Resumable state while training runs (deliberately not a DVC output)."""
+        return Path("checkpoints") / self.name
+
+    @property
+    def evaluate_metrics(self) -> Path:
+        return METRICS_DIR / "evaluate" / f"{self.name}.json"
+
+    @property
+    def evaluation_dir(self) -> Path:
+        return Path("evaluation") / self.name
+
+    @property
+    def predictions(self) -> Path:
+        """Test logits, probabilities and the fitted temperature (for compare and predict)."""
+        return self.evaluation_dir / "predictions.npz"
+
+    @property
+    def evaluation_details(self) -> Path:
+        """Per-class scores, calibration tables, uncertainty: everything but the headline."""
+        return self.evaluation_dir / "details.json"
+
+    @property
+    def evaluation_live(self) -> Path:
+        """DVCLive's confusion matrix and risk-coverage data (git-tracked plot data)."""
+        return self.evaluation_dir / "live"
+
+    @property
+    def evaluation_figures(self) -> Path:
+        return Path("plots/evaluate") / self.name
 
 
-def resume_file(name: str) -> Path:
-    """train@<name>'s resumable state while it runs (not a DVC output)."""
-    return Path("checkpoints") / name / "resume.pt"
-
-
-def evaluation_paths(name: str) -> dict[str, Path]:
-    """What evaluate@<name> reads (the model) and writes."""
-    return {
-        "model": model_file(name),
-        "metrics": Path("metrics/evaluate") / f"{name}.json",
-        "predictions": Path("evaluation") / name / "predictions.npz",
-        "live": Path("evaluation") / name / "live",
-        "plots": Path("plots/evaluate") / name,
-    }
+def paths(name: str) -> ModelPaths:
+    return ModelPaths(name)

@@ -1,26 +1,40 @@
 """Load and check ``params.yaml`` once, up front.
 
-Every stage calls :func:`load_params` before doing any work, so a typo anywhere in the
-file stops the stage with one line naming the key and nothing is written.
+Every stage calls :func:`load_params` before doing any work, so a typo anywhere in the file
+stops the stage with one line naming the key and nothing is written. The schema holds no
+defaults for the shared sections: params.yaml is the one place their values live. Only the
+optional per-model keys (``img_size``, ``lr_scale``, ``freezing``) have defaults here.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from stages.common.errors import ParamsError
 
 PARAMS_FILE = Path("params.yaml")
 
 Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
+Share = Annotated[float, Field(ge=0.0, le=1.0)]
 PositiveInt = Annotated[StrictInt, Field(ge=1)]
 NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0.0)]
+PositiveFloat = Annotated[float, Field(gt=0.0)]
 
 
 class Section(BaseModel):
@@ -29,58 +43,74 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class Download(Section):
+    url: str
+    md5: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+    path: str
+
+
 class DataParams(Section):
-    source: str = "torchvision"
-    download_dir: str = "data/raw"
-    val_ratio: Fraction = 0.1
-    subset: PositiveInt | None = None
-    on_bad_image: Literal["skip", "fail"] = "skip"
+    source: Annotated[str, Field(min_length=1)]
+    classes: Literal["cifar10", "any"]
+    val_ratio: Fraction
+    subset: PositiveInt | None
+    on_bad_image: Literal["skip", "fail"]
 
 
 class ValidateParams(Section):
-    max_leakage: Annotated[float, Field(ge=0.0, le=1.0)] = 0.01
-    max_imbalance: Annotated[float, Field(ge=1.0)] = 1.5
-    blank_std: NonNegativeFloat = 2.0
-    drift_tolerance: NonNegativeFloat = 0.05
-    max_listed: PositiveInt = 20
+    max_leakage: Share
+    max_imbalance: Annotated[float, Field(ge=1.0)]
+    blank_std: NonNegativeFloat
+    drift_tolerance: NonNegativeFloat
+    max_listed: PositiveInt
 
 
 class EdaParams(Section):
-    samples_per_class: PositiveInt = 10
-    hist_bins: Annotated[StrictInt, Field(ge=2, le=256)] = 64
+    samples_per_class: PositiveInt
+    hist_bins: Annotated[StrictInt, Field(ge=2, le=256)]
 
 
 class AugmentParams(Section):
-    strategy: Literal["none", "standard", "aggressive", "randaugment", "trivialaugment"] = (
-        "standard"
-    )
-    randaugment_magnitude: Annotated[StrictInt, Field(ge=0, le=30)] = 9
-    randaugment_ops: PositiveInt = 2
-    cutmix: NonNegativeFloat = 0.0
-    mixup: NonNegativeFloat = 0.0
-    mix_prob: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
+    strategy: Literal["none", "standard", "aggressive", "randaugment", "trivialaugment"]
+    crop_padding: Annotated[StrictInt, Field(ge=0, le=16)]
+    randaugment_magnitude: Annotated[StrictInt, Field(ge=0, le=30)]
+    randaugment_ops: PositiveInt
+    cutmix: NonNegativeFloat
+    mixup: NonNegativeFloat
+    mix_prob: Share
 
 
 class TrainParams(Section):
-    epochs: PositiveInt = 30
-    batch_size: PositiveInt = 128
-    lr: Annotated[float, Field(gt=0.0)] = 1e-3
-    weight_decay: NonNegativeFloat = 0.05
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
-    scheduler: Literal["cosine", "step", "onecycle", "none"] = "cosine"
-    warmup_epochs: NonNegativeInt = 1
-    step_size: PositiveInt = 10
-    gamma: Fraction = 0.1
-    label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
-    grad_clip: Annotated[float, Field(gt=0.0)] | None = 1.0
-    ema_decay: Fraction | None = None
-    patience: PositiveInt | None = 5
-    channels_last: Literal["auto", True, False] = "auto"
-    amp: bool = True
-    compile: bool = False
-    workers: NonNegativeInt = 2
-    augment: AugmentParams = AugmentParams()
+    epochs: PositiveInt
+    batch_size: PositiveInt
+    lr: PositiveFloat
+    weight_decay: NonNegativeFloat
+    optimizer: Literal["adamw", "sgd"]
+    momentum: Annotated[float, Field(ge=0.0, lt=1.0)]
+    scheduler: Literal["cosine", "poly", "step", "constant"]
+    warmup_epochs: NonNegativeFloat
+    warmup_lr_ratio: Share
+    min_lr_ratio: Share
+    step_epochs: PositiveInt
+    gamma: Fraction
+    label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)]
+    grad_clip: PositiveFloat | None
+    ema_decay: Fraction | None
+    patience: PositiveInt | None
+    channels_last: Literal["auto", True, False]
+    amp: Literal["auto", True, False]
+    compile: bool
+    workers: Literal["auto"] | NonNegativeInt
+    augment: AugmentParams
+
+    @model_validator(mode="after")
+    def _check_schedule(self) -> TrainParams:
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(
+                f"warmup_epochs: {self.warmup_epochs} leaves no epoch after the warm-up "
+                f"(epochs={self.epochs})"
+            )
+        return self
 
 
 class FreezingParams(Section):
@@ -105,64 +135,118 @@ class FreezingParams(Section):
         return self
 
 
-TRAIN_KEYS = frozenset(TrainParams.model_fields)
-
-
 class ModelParams(Section):
-    """One model: its own settings plus optional overrides of any ``train`` key."""
+    """One model's own settings; everything in ``train`` is shared by all models."""
 
-    model_config = ConfigDict(extra="allow", validate_assignment=True)
-
-    arch: str
-    pretrained: bool | str = True
+    arch: Annotated[str, Field(min_length=1)]
+    pretrained: bool | str
     img_size: PositiveInt | None = None
+    lr_scale: PositiveFloat = 1.0
     freezing: FreezingParams = FreezingParams()
-
-    @model_validator(mode="after")
-    def _check_overrides(self) -> ModelParams:
-        for key in self.model_extra or {}:
-            if key not in TRAIN_KEYS:
-                raise _UnknownKey(key, sorted(set(type(self).model_fields) | TRAIN_KEYS))
-        return self
 
 
 class EvaluateParams(Section):
-    batch_size: PositiveInt = 256
-    tta: bool = False
-    calibration_bins: Annotated[StrictInt, Field(ge=2)] = 15
-    grid_size: PositiveInt = 16
-    gradcam_samples: PositiveInt = 8
-    tsne_samples: PositiveInt = 1000
-    tsne_perplexity: Annotated[float, Field(gt=1.0)] = 30.0
+    batch_size: PositiveInt
+    tta: bool
+    calibration_bins: Annotated[StrictInt, Field(ge=2)]
+    grid_size: PositiveInt
+    gradcam_samples: PositiveInt
+    tsne_samples: PositiveInt
+    tsne_perplexity: Annotated[float, Field(gt=1.0)]
 
 
 class CompareParams(Section):
-    metric: Literal["accuracy", "f1_weighted", "f1_macro", "loss", "ece"] = "accuracy"
+    metric: Literal["accuracy", "f1_weighted", "f1_macro", "loss", "ece"]
+
+
+class Distribution(Section):
+    """One hyperparameter of the search space: float (optionally log), int or categorical."""
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: PositiveFloat | None = None
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _check_range(self) -> Distribution:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("choices: a categorical needs a non-empty list of choices")
+            if self.low is not None or self.high is not None or self.log:
+                raise ValueError("a categorical takes `choices`, not low/high/log")
+            return self
+        if self.choices is not None:
+            raise ValueError(f"choices: a {self.type} takes low/high, not choices")
+        if self.low is None or self.high is None:
+            raise ValueError(f"a {self.type} needs both low and high")
+        if self.low >= self.high:
+            raise ValueError(f"low {self.low} must be below high {self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log: a log-scale range needs low > 0, got {self.low}")
+        if self.log and self.step is not None:
+            raise ValueError("step: Optuna cannot combine step with log")
+        if self.type == "int" and not (float(self.low).is_integer() and self.high.is_integer()):
+            raise ValueError(f"an int range needs whole bounds, got {self.low}..{self.high}")
+        return self
+
+
+class TuneParams(Section):
+    study: str | None
+    storage: str | None
+    objective: Literal["val_loss", "val_accuracy", "val_f1_weighted"]
+    trials: PositiveInt
+    timeout_minutes: PositiveFloat | None
+    sampler: Literal["tpe", "random"]
+    pruner: Literal["median", "hyperband", "none"]
+    startup_trials: NonNegativeInt
+    epochs: PositiveInt | None
+    space: dict[str, Distribution]
+
+    @field_validator("space")
+    @classmethod
+    def _not_empty(cls, space: dict[str, Distribution]) -> dict[str, Distribution]:
+        if not space:
+            raise ValueError("the search space is empty: name at least one params key")
+        return space
 
 
 class Params(Section):
-    seed: StrictInt = 42
-    data: DataParams = DataParams()
-    validate_: ValidateParams = Field(ValidateParams(), alias="validate")
-    eda: EdaParams = EdaParams()
-    train: TrainParams = TrainParams()
-    models: dict[str, ModelParams] = {}
-    evaluate: EvaluateParams = EvaluateParams()
-    compare: CompareParams = CompareParams()
+    seed: StrictInt
+    downloads: dict[str, Download]
+    data: DataParams
+    validate_: ValidateParams = Field(alias="validate")
+    eda: EdaParams
+    train: TrainParams
+    models: dict[str, ModelParams]
+    evaluate: EvaluateParams
+    compare: CompareParams
+    tune: TuneParams
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    def model_train_params(self, name: str) -> TrainParams:
-        """``train`` with ``models.<name>.<key>`` overrides applied (nested ones merged)."""
+    @field_validator("models")
+    @classmethod
+    def _names_fit_paths(cls, models: dict[str, ModelParams]) -> dict[str, ModelParams]:
+        for name in models:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
+                raise ValueError(
+                    f"'{name}' is not a valid model name (it names stages and folders: "
+                    "letters, digits, '_' and '-')"
+                )
+        return models
+
+    def model(self, name: str) -> ModelParams:
         if name not in self.models:
             raise ParamsError(
                 f"models.{name}: no such model in params.yaml ({_listing(self.models)})"
             )
-        merged = _deep_merge(self.train.model_dump(), self.models[name].model_extra or {})
-        try:
-            return TrainParams.model_validate(merged)
-        except ValidationError as error:
-            raise ParamsError(_describe(error, prefix=f"models.{name}")) from None
+        return self.models[name]
+
+    def learning_rate(self, name: str) -> float:
+        """The learning rate model ``name`` trains at: train.lr x its lr_scale."""
+        return self.train.lr * self.model(name).lr_scale
 
 
 class _UnknownKey(ValueError):
@@ -172,21 +256,13 @@ class _UnknownKey(ValueError):
 
 def _suggestion(key: str, known: list[str]) -> str:
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(known)})"
+    if close:
+        return f" (did you mean '{close[0]}'?)"
+    return f" (known: {', '.join(known)})" if known else ""
 
 
 def _listing(names: Any) -> str:
     return "defined: " + ", ".join(names) if names else "none defined"
-
-
-def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 _UNION_MEMBER_TAGS = ("function-", "constrained-", "literal[")
@@ -200,20 +276,27 @@ def _is_key(part: Any) -> bool:
     )
 
 
-def _describe(error: ValidationError, prefix: str = "") -> str:
+def _describe(error: ValidationError) -> str:
     """The first problem as one line: ``key.path: what is wrong (got value)``."""
     first = error.errors()[0]
     location = [str(part) for part in first["loc"] if _is_key(part)]
-    key = ".".join(([prefix] if prefix else []) + location)
+    key = ".".join(location)
     message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        known = _known_keys(first["loc"][:-1])
-        return f"{key}: unknown key{_suggestion(str(first['loc'][-1]), known)}"
+        parent, unknown = first["loc"][:-1], str(first["loc"][-1])
+        known = _known_keys(parent)
+        if len(parent) == 2 and parent[0] == "models" and unknown in TrainParams.model_fields:
+            return (
+                f"{key}: unknown key: every model shares train.{unknown} (per-model keys: "
+                f"{', '.join(known)}; models.<name>.lr_scale scales the learning rate)"
+            )
+        return f"{key}: unknown key{_suggestion(unknown, known)}"
     if first["type"] == "missing":
         return f"{key}: required key is missing"
-    if ": " in message and first["type"] == "value_error":
-        nested, _, message = message.partition(": ")
-        key = f"{key}.{nested}" if key else nested
+    if first["type"] == "value_error":
+        nested, separator, rest = message.partition(": ")
+        if separator and " " not in nested:
+            return f"{key}.{nested}: {rest}" if key else f"{nested}: {rest}"
         return f"{key}: {message}"
     return f"{key}: {message} (got {first.get('input')!r})"
 
@@ -224,18 +307,31 @@ def _known_keys(location: tuple[Any, ...]) -> list[str]:
     parts = list(location)
     while parts:
         part = parts.pop(0)
-        if model is Params and part == "models":
+        field = next((f for n, f in model.model_fields.items() if part in (n, f.alias)), None)
+        if field is None:
+            return []
+        annotation = field.annotation
+        mapping_value = _mapping_value_model(annotation)
+        if mapping_value is not None:
             if not parts:
                 return []
-            parts.pop(0)  # the model's name
-            model = ModelParams
+            parts.pop(0)  # the entry's name (a model, a download, a search-space key)
+            model = mapping_value
             continue
-        field = next((f for n, f in model.model_fields.items() if part in (n, f.alias)), None)
-        annotation = field.annotation if field else None
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return []
         model = annotation
     return sorted((f.alias or name) for name, f in model.model_fields.items())
+
+
+def _mapping_value_model(annotation: Any) -> type[BaseModel] | None:
+    """For ``dict[str, SomeModel]`` fields: SomeModel."""
+    arguments: tuple[Any, ...] = getattr(annotation, "__args__", ())
+    if getattr(annotation, "__origin__", None) is dict and len(arguments) == 2:
+        value = arguments[1]
+        if isinstance(value, type) and issubclass(value, BaseModel):
+            return value
+    return None
 
 
 def parse_params(raw: Any, source: str = str(PARAMS_FILE)) -> Params:
@@ -247,35 +343,89 @@ def parse_params(raw: Any, source: str = str(PARAMS_FILE)) -> Params:
     except ValidationError as error:
         raise ParamsError(_describe(error)) from None
     _check_cross_section(params)
+    _check_search_space(raw, params)
     return params
 
 
 def _check_cross_section(params: Params) -> None:
-    for name in params.models:
-        train = params.model_train_params(name)
-        freezing = params.models[name].freezing
-        if freezing.schedule and freezing.schedule[-1] >= train.epochs:
+    train = params.train
+    for name, model in params.models.items():
+        schedule = model.freezing.schedule
+        if schedule and schedule[-1] >= train.epochs:
             raise ParamsError(
-                f"models.{name}.freezing.schedule: epoch {freezing.schedule[-1]} is past "
-                f"the last epoch (epochs={train.epochs}, epochs count from 0)"
+                f"models.{name}.freezing.schedule: epoch {schedule[-1]} is past "
+                f"the last epoch (train.epochs={train.epochs}, epochs count from 0)"
             )
-        augment = train.augment
-        if (augment.cutmix > 0 or augment.mixup > 0) and train.batch_size % 2:
-            raise ParamsError(
-                f"models.{name}: CutMix/MixUp pair images within a batch and need an even "
-                f"train.batch_size, got {train.batch_size}"
-            )
+    augment = train.augment
+    if (augment.cutmix > 0 or augment.mixup > 0) and train.batch_size % 2:
+        raise ParamsError(
+            f"train.batch_size: CutMix/MixUp pair images within a batch and need an even "
+            f"batch size, got {train.batch_size}"
+        )
 
 
-def load_params(path: Path | str = PARAMS_FILE) -> Params:
-    """Read and check ``params.yaml``."""
+def _check_search_space(raw: dict[str, Any], params: Params) -> None:
+    """Every search-space key names a single params value, and every value the space can
+    propose (both bounds, every choice) is a valid value of that key."""
+    for key, distribution in params.tune.space.items():
+        _check_search_key(params, key)
+        if distribution.type == "categorical":
+            candidates = list(distribution.choices or [])
+        elif distribution.type == "int":
+            candidates = [int(distribution.low), int(distribution.high)]  # type: ignore[arg-type]
+        else:
+            candidates = [distribution.low, distribution.high]
+        for value in candidates:
+            trial = copy.deepcopy(raw)
+            set_dotted(trial, key, value)
+            try:
+                Params.model_validate(trial)
+            except ValidationError as error:
+                reason = _describe(error).partition(": ")[2]
+                raise ParamsError(
+                    f"tune.space.{key}: {value!r} is not a valid {key} ({reason})"
+                ) from None
+
+
+def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    """``tree['a']['b'] = value`` for ``key`` 'a.b'."""
+    *parents, last = key.split(".")
+    for part in parents:
+        tree = tree[part]
+    tree[last] = value
+
+
+def _check_search_key(params: Params, key: str) -> None:
+    """A search-space key must name an existing scalar params key (one-line error otherwise)."""
+    node: Any = params.model_dump(by_alias=True)
+    walked: list[str] = []
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            known = sorted(node) if isinstance(node, dict) else []
+            where = ".".join(walked) or "params.yaml"
+            raise ParamsError(
+                f"tune.space.{key}: '{part}' is not a key of {where}{_suggestion(part, known)}"
+            )
+        node = node[part]
+        walked.append(part)
+    if isinstance(node, dict | list):
+        raise ParamsError(f"tune.space.{key}: names a section, not a single value")
+
+
+def read_params_file(path: Path | str = PARAMS_FILE) -> Any:
+    """The parsed YAML of ``path``; a syntax error is one line with its line and column."""
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: params file not found (run from the repository root)")
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ParamsError(f"{path}:{where} is not valid YAML ({error})") from None
-    return parse_params(raw, str(path))
+        where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
+        problem = getattr(error, "problem", None) or "not valid YAML"
+        raise ParamsError(f"{path}:{where} {problem}") from None
+
+
+def load_params(path: Path | str = PARAMS_FILE) -> Params:
+    """Read and check ``params.yaml``."""
+    return parse_params(read_params_file(path), str(path))

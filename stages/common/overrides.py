@@ -1,0 +1,32 @@
+"""`-S key=value` overrides applied the way `dvc exp run -S` applies them, without touching
+params.yaml: so that run.sh, the sweep and check_params check exactly what DVC will run."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from stages.common.errors import ParamsError, first_line
+from stages.common.params import PARAMS_FILE, Params, parse_params, read_params_file
+
+
+def with_overrides(overrides: list[str], path: Path = PARAMS_FILE) -> tuple[dict[str, Any], Params]:
+    """The raw params (a dict) and the checked Params of ``path`` with ``overrides`` applied
+    by DVC's own Hydra-based code, in a temporary copy."""
+    raw = read_params_file(path)
+    if overrides:
+        from dvc.exceptions import InvalidArgumentError
+        from dvc.utils.hydra import apply_overrides
+
+        with tempfile.TemporaryDirectory() as folder:
+            copy = Path(folder) / path.name
+            shutil.copyfile(path, copy)
+            try:
+                apply_overrides(copy, overrides)
+            except InvalidArgumentError as error:
+                cause = error.__cause__ or error
+                raise ParamsError(f"-S {' '.join(overrides)}: {first_line(cause)}") from None
+            raw = read_params_file(copy)
+    return raw, parse_params(raw, str(path))
