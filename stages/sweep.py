@@ -1,0 +1,374 @@
+"""sweep <model>: an Optuna study over `tune.space` whose trials are DVC experiments.
+
+    python -m stages.sweep resnet [--epochs 5] [--trials 20] [-S key=value ...]
+    bash run.sh 5 resnet sweep                      # the same through run.sh
+
+Each trial is `dvc exp run --temp -n <study>-t<NNN> -S <its params> train@<model>`: it shows in
+`dvc exp show`, `dvc plots diff` overlays trials, and `dvc exp apply` brings one back. The
+train stage reports each epoch's objective to the trial, so Optuna's pruner stops bad trials
+early; a pruned trial is still a DVC experiment (its metrics say `pruned: true`).
+
+The study lives in Optuna storage: by default an SQLite file sweeps/<study>/study.db with
+heartbeats, so a killed sweep started again fails the interrupted trial and retries its params
+(no trial lost, none counted twice), and several processes on this machine can share it. For
+several machines, give an RDB URL (PostgreSQL, MySQL) in tune.storage or $SWEEP_STORAGE.
+Results: sweeps/<study>/best.json, summary.md and Optuna's plots as PNGs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stages.common.cli import run_command
+from stages.common.errors import ParamsError, StageError
+from stages.common.io import save_figure, write_json, write_text
+from stages.common.layout import SWEEPS_DIR, paths
+from stages.common.overrides import with_overrides
+from stages.common.params import Distribution, Params, parse_params, set_dotted
+from stages.common.trial import (
+    ENV_OBJECTIVE,
+    ENV_STORAGE,
+    ENV_STUDY,
+    ENV_TRIAL,
+    OBJECTIVES,
+    storage_from_url,
+)
+
+log = logging.getLogger("sweep")
+ENV_STORAGE_OVERRIDE = "SWEEP_STORAGE"
+HEARTBEAT_SECONDS = 20
+TRIAL_RETRIES = 3
+# tune.objective -> the key of DVCLive's summary (dvclive/<model>/metrics.json) with the result
+RESULT_KEYS = {
+    "val_loss": "best_val_loss",
+    "val_accuracy": "best_val_accuracy",
+    "val_f1_weighted": "best_val_f1_weighted",
+}
+
+
+class SweepError(StageError):
+    """A trial's DVC experiment failed."""
+
+
+@dataclass
+class Sweep:
+    """One process's part of a study."""
+
+    params: Params
+    raw: dict[str, Any]  # params.yaml with the command line's overrides, for checking trials
+    model: str
+    study_name: str
+    storage_url: str
+    epochs: int
+    overrides: list[str]  # the command line's -S, applied to every trial
+
+    @property
+    def folder(self) -> Path:
+        return SWEEPS_DIR / self.study_name
+
+    def experiment_name(self, number: int) -> str:
+        return f"{self.study_name}-t{number:03d}"
+
+
+def suggest(trial: Any, key: str, distribution: Distribution) -> Any:
+    if distribution.type == "categorical":
+        return trial.suggest_categorical(key, distribution.choices)
+    low, high = float(distribution.low or 0), float(distribution.high or 0)  # checked: set
+    if distribution.type == "int":
+        step = int(distribution.step or 1)
+        return trial.suggest_int(key, int(low), int(high), step=step, log=distribution.log)
+    return trial.suggest_float(key, low, high, step=distribution.step, log=distribution.log)
+
+
+def trial_overrides(sweep: Sweep, values: dict[str, Any]) -> list[str]:
+    """The trial's -S arguments, checked like params.yaml (a combination the schema refuses,
+    e.g. an odd batch with CutMix, fails the trial before DVC runs)."""
+    raw = copy.deepcopy(sweep.raw)
+    settings = {**values, "train.epochs": sweep.epochs}
+    for key, value in settings.items():
+        set_dotted(raw, key, value)
+    parse_params(raw)
+    return [*sweep.overrides, *(f"{key}={json.dumps(value)}" for key, value in settings.items())]
+
+
+def run_trial(sweep: Sweep, trial: Any, overrides: list[str]) -> dict[str, Any]:
+    """Run the trial's DVC experiment; its metrics/train/<model>.json."""
+    name = sweep.experiment_name(trial.number)
+    command = [sys.executable, "-m", "dvc", "exp", "run", "--temp", "-n", name]
+    for override in overrides:
+        command += ["-S", override]
+    command.append(f"train@{sweep.model}")
+    environment = {
+        **os.environ,
+        ENV_STORAGE: sweep.storage_url,
+        ENV_STUDY: sweep.study_name,
+        ENV_TRIAL: str(trial._trial_id),
+        ENV_OBJECTIVE: sweep.params.tune.objective,
+    }
+    log_file = sweep.folder / f"{name}.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("w") as handle:
+        result = subprocess.run(command, env=environment, stdout=handle, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        tail = log_file.read_text().strip().splitlines()[-1:] or ["no output"]
+        raise SweepError(f"trial {trial.number}: `dvc exp run` failed ({tail[0]}); see {log_file}")
+    where = paths(sweep.model)
+    return {
+        **experiment_file(name, where.live_dir / "metrics.json"),
+        **experiment_file(name, where.train_metrics),
+    }
+
+
+def experiment_file(name: str, metrics_file: Path) -> dict[str, Any]:
+    """A file of experiment ``name``'s commit (metrics are git-tracked, so git has them)."""
+    refs = subprocess.run(
+        ["git", "for-each-ref", "--format=%(refname)", "refs/exps"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    ref = next((ref for ref in refs if ref.rsplit("/", 1)[-1] == name), None)
+    if ref is None:
+        raise SweepError(f"experiment {name}: not found after `dvc exp run`")
+    shown = subprocess.run(
+        ["git", "show", f"{ref}:{metrics_file.as_posix()}"], capture_output=True, text=True
+    )
+    if shown.returncode != 0:
+        raise SweepError(f"experiment {name}: no {metrics_file} in its commit")
+    return json.loads(shown.stdout)
+
+
+def objective_function(sweep: Sweep):
+    import optuna
+
+    tune = sweep.params.tune
+    result_key = RESULT_KEYS[tune.objective]
+    budget = tune.trials
+
+    def objective(trial: optuna.Trial) -> float:
+        values = {key: suggest(trial, key, d) for key, d in tune.space.items()}
+        shown = ", ".join(f"{key}={_short(value)}" for key, value in values.items())
+        print(f"trial {trial.number + 1} of {budget}: {shown}", flush=True)
+        overrides = trial_overrides(sweep, values)
+        trial.set_user_attr("experiment", sweep.experiment_name(trial.number))
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        trial.set_user_attr("overrides", overrides)
+        metrics = run_trial(sweep, trial, overrides)
+        value = float(metrics[result_key])
+        if metrics.get("pruned"):
+            print(f"  pruned after epoch {len(trial.intermediate_values or [1])}", flush=True)
+            raise optuna.TrialPruned()
+        return value
+
+    return objective
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def report_trial(study: Any, trial: Any) -> None:
+    """One line per finished trial: its value or fate, and the best so far."""
+    import optuna
+
+    if trial.state == optuna.trial.TrialState.COMPLETE:
+        outcome = f"{study.direction.name.lower()}d objective {trial.value:.4f}"
+    else:
+        outcome = trial.state.name.lower()
+    try:
+        best = study.best_trial
+        best_text = f"best so far {best.value:.4f} (trial {best.number + 1})"
+    except ValueError:
+        best_text = "no completed trial yet"
+    print(f"  trial {trial.number + 1}: {outcome}; {best_text}", flush=True)
+
+
+def write_results(sweep: Sweep, study: Any) -> None:
+    """best.json, summary.md and Optuna's plots in sweeps/<study>/."""
+    import optuna
+    from optuna.visualization import matplotlib as optuna_plots
+
+    trials = study.get_trials(deepcopy=False)
+    space = sweep.params.tune.space
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    lines = [
+        f"# Sweep {sweep.study_name}: {sweep.model}, {sweep.params.tune.objective} "
+        f"({study.direction.name.lower()})",
+        "",
+        f"{len(complete)} complete, "
+        f"{sum(t.state == optuna.trial.TrialState.PRUNED for t in trials)} pruned, "
+        f"{sum(t.state == optuna.trial.TrialState.FAIL for t in trials)} failed; "
+        f"{sweep.epochs} epochs per trial.",
+        "",
+        "| trial | experiment | state | value | epochs | " + " | ".join(space) + " |",
+        "|---:|---|---|---:|---:|" + "---|" * len(space),
+    ]
+    for t in trials:
+        value = f"{t.value:.4f}" if t.value is not None else "-"
+        cells = [_short(t.params.get(key, "-")) for key in space]
+        lines.append(
+            f"| {t.number + 1} | {t.user_attrs.get('experiment', '-')} | {t.state.name.lower()} "
+            f"| {value} | {len(t.intermediate_values)} | " + " | ".join(cells) + " |"
+        )
+    if complete:
+        best = study.best_trial
+        experiment = best.user_attrs["experiment"]
+        rerun = " ".join(f"-S '{o}'" for o in best.user_attrs["overrides"])
+        commands = {
+            "apply": f"dvc exp apply {experiment}",
+            "rerun": f"dvc exp run {rerun}",
+        }
+        write_json(
+            sweep.folder / "best.json",
+            {
+                "study": sweep.study_name,
+                "model": sweep.model,
+                "objective": sweep.params.tune.objective,
+                "value": best.value,
+                "trial": best.number + 1,
+                "experiment": experiment,
+                "params": best.params,
+                "commands": commands,
+            },
+        )
+        lines += [
+            "",
+            f"Best: trial {best.number + 1} ({experiment}), {best.value:.4f}.",
+            "",
+            f"    {commands['apply']}    # its outputs into the workspace",
+            f"    {commands['rerun']}",
+            "",
+        ]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
+            figures = {"history.png": optuna_plots.plot_optimization_history}
+            if len(complete) >= 2:
+                figures["parallel_coordinate.png"] = optuna_plots.plot_parallel_coordinate
+                figures["importances.png"] = optuna_plots.plot_param_importances
+            for file_name, plot in figures.items():
+                try:
+                    axes = plot(study)
+                except (ValueError, RuntimeError) as error:  # e.g. every value identical
+                    log.warning("%s: not drawn (%s)", file_name, error)
+                    continue
+                figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
+                figure.set_size_inches(9, 5)
+                figure.tight_layout()
+                save_figure(figure, sweep.folder / file_name)
+                lines.append(f"![{file_name}]({file_name})")
+    write_text(sweep.folder / "summary.md", "\n".join(lines) + "\n")
+
+
+def open_study(sweep: Sweep):
+    import optuna
+
+    tune = sweep.params.tune
+    _, direction = OBJECTIVES[tune.objective]
+    url = sweep.storage_url
+    if url.startswith("sqlite:///") or "://" in url:
+        storage = optuna.storages.RDBStorage(
+            url,
+            heartbeat_interval=tune_heartbeat(),
+            grace_period=3 * tune_heartbeat(),
+            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(TRIAL_RETRIES),
+        )
+    else:
+        storage = storage_from_url(url)
+    study = optuna.create_study(
+        study_name=sweep.study_name, storage=storage, direction=direction, load_if_exists=True
+    )
+    # distinct random streams for processes joining a study that has trials already
+    seed = sweep.params.seed + len(study.trials)
+    if tune.sampler == "tpe":
+        study.sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=tune.startup_trials)
+    else:
+        study.sampler = optuna.samplers.RandomSampler(seed=seed)
+    if tune.pruner == "median":
+        study.pruner = optuna.pruners.MedianPruner(n_startup_trials=tune.startup_trials)
+    elif tune.pruner == "hyperband":
+        study.pruner = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=sweep.epochs)
+    else:
+        study.pruner = optuna.pruners.NopPruner()
+    return study
+
+
+def tune_heartbeat() -> int:
+    """Seconds between a running trial's heartbeats (a killed trial is failed after 3)."""
+    return int(os.environ.get("SWEEP_HEARTBEAT_SECONDS", HEARTBEAT_SECONDS))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", help="a key of `models` in params.yaml")
+    parser.add_argument("--epochs", type=int, help="epochs per trial (default: tune.epochs)")
+    parser.add_argument("--trials", type=int, help="trials in the study (default: tune.trials)")
+    parser.add_argument("-S", "--set-param", action="append", default=[], dest="overrides")
+    args = parser.parse_args()
+    raw, params = with_overrides(args.overrides)
+    params.model(args.model)
+    tune = params.tune
+    if args.trials is not None:
+        if args.trials < 1:
+            raise ParamsError(f"--trials: must be >= 1, got {args.trials}")
+        tune = tune.model_copy(update={"trials": args.trials})
+        params = params.model_copy(update={"tune": tune})
+    epochs = args.epochs or tune.epochs or params.train.epochs
+    if epochs < 1:
+        raise ParamsError(f"--epochs: must be >= 1, got {epochs}")
+    study_name = tune.study or f"sweep-{args.model}"
+    default_url = f"sqlite:///{(SWEEPS_DIR / study_name / 'study.db').as_posix()}"
+    storage_url = os.environ.get(ENV_STORAGE_OVERRIDE) or tune.storage or default_url
+    sweep = Sweep(params, raw, args.model, study_name, storage_url, epochs, args.overrides)
+    sweep.folder.mkdir(parents=True, exist_ok=True)
+    run_sweep(sweep)
+
+
+def run_sweep(sweep: Sweep) -> None:
+    import optuna
+    from optuna.study import MaxTrialsCallback
+    from optuna.trial import TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = open_study(sweep)
+    tune = sweep.params.tune
+    finished = (TrialState.COMPLETE, TrialState.PRUNED)
+    done = len(study.get_trials(deepcopy=False, states=finished))
+    log.info(
+        "study %s (%s): %d of %d trials done; %s, %s pruner, %d epochs per trial",
+        sweep.study_name,
+        sweep.storage_url,
+        done,
+        tune.trials,
+        tune.sampler,
+        tune.pruner,
+        sweep.epochs,
+    )
+    if done < tune.trials:
+        study.optimize(
+            objective_function(sweep),
+            timeout=tune.timeout_minutes * 60 if tune.timeout_minutes else None,
+            callbacks=[MaxTrialsCallback(tune.trials, states=finished), report_trial],
+            catch=(SweepError, ParamsError),
+            gc_after_trial=True,
+        )
+    write_results(sweep, study)
+    print(f"results: {sweep.folder / 'summary.md'}", flush=True)
+    best_file = sweep.folder / "best.json"
+    if best_file.is_file():
+        best = json.loads(best_file.read_text())
+        print(f"best: {best['commands']['apply']}\n      {best['commands']['rerun']}", flush=True)
+
+
+if __name__ == "__main__":
+    run_command(main)

@@ -1,0 +1,177 @@
+"""Optuna sweeps whose trials are DVC experiments: pruning, kill -9 and resume, two processes
+sharing one study, and search spaces refused before any trial runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from tests.test_dvc_pipeline import commit_all, dvc, environment, init_repo, keep_models, tiny
+
+pytestmark = pytest.mark.slow
+STUDY = "sweep-resnet"
+
+
+def sweep_environment(repo: Path) -> dict[str, str]:
+    return {**environment(repo), "SWEEP_HEARTBEAT_SECONDS": "1"}
+
+
+def start_sweep(repo: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "stages.sweep", "resnet", *args],
+        cwd=repo,
+        env=sweep_environment(repo),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, so a kill reaches DVC and training too
+    )
+
+
+def run_sweep(repo: Path, *args: str) -> str:
+    process = start_sweep(repo, *args)
+    output, _ = process.communicate(timeout=1800)
+    assert process.returncode == 0, output
+    return output
+
+
+def study(repo: Path) -> optuna.Study:
+    url = f"sqlite:///{repo / 'sweeps' / STUDY / 'study.db'}"
+    return optuna.load_study(study_name=STUDY, storage=url)
+
+
+@pytest.fixture
+def sweep_repo(project: Path) -> Path:
+    """One tiny model, data prepared and committed; a search space where a bad learning rate
+    is likely, so that the pruner has work."""
+    repo = init_repo(
+        project,
+        **tiny(),
+        tune={
+            "trials": 4,
+            "epochs": 3,
+            "startup_trials": 1,
+            "space": {
+                "train.lr": {"type": "float", "low": 0.0001, "high": 3.0, "log": True},
+                "train.label_smoothing": {"type": "float", "low": 0.0, "high": 0.2},
+            },
+        },
+    )
+    keep_models(repo, ["resnet"])
+    dvc(repo, "repro", "validate")
+    commit_all(repo, "data prepared")
+    return repo
+
+
+def test_a_sweep_with_pruning_records_every_trial_as_an_experiment(sweep_repo):
+    output = run_sweep(sweep_repo)
+    assert "trial 1 of 4: train.lr=" in output and "best so far" in output
+    trials = study(sweep_repo).trials
+    states = [t.state for t in trials]
+    assert len(trials) == 4 and optuna.trial.TrialState.FAIL not in states
+    assert optuna.trial.TrialState.PRUNED in states, output
+    table = dvc(sweep_repo, "exp", "show", "--csv").stdout
+    for trial in trials:
+        assert trial.user_attrs["experiment"] in table
+    pruned = next(t for t in trials if t.state == optuna.trial.TrialState.PRUNED)
+    assert len(pruned.intermediate_values) < 3  # it stopped early
+    best = json.loads((sweep_repo / "sweeps" / STUDY / "best.json").read_text())
+    assert best["commands"]["apply"].startswith(f"dvc exp apply {STUDY}-t")
+    assert "-S 'train.lr=" in best["commands"]["rerun"]
+    for name in ("summary.md", "history.png"):
+        assert (sweep_repo / "sweeps" / STUDY / name).exists()
+    # the experiments overlay in `dvc plots diff`, and the best one applies
+    names = [t.user_attrs["experiment"] for t in trials[:2]]
+    diff = json.loads(dvc(sweep_repo, "plots", "diff", *names, "--json", "--split").stdout)
+    revisions = {
+        rev
+        for entry in diff["data"]["dvclive/resnet/plots/metrics/val/loss.tsv"]
+        for rev in entry["revisions"]
+    }
+    assert revisions == set(names)
+    dvc(sweep_repo, "exp", "apply", best["experiment"])
+    applied = yaml.safe_load((sweep_repo / "params.yaml").read_text())
+    assert applied["train"]["lr"] == pytest.approx(best["params"]["train.lr"])
+    # a finished study does nothing more when started again
+    again = run_sweep(sweep_repo)
+    assert "4 of 4 trials done" in again and len(study(sweep_repo).trials) == 4
+
+
+def test_a_killed_sweep_continues_the_same_study(sweep_repo):
+    process = start_sweep(sweep_repo, "--trials", "3")
+    deadline = time.monotonic() + 600
+    log = sweep_repo / "sweeps" / STUDY / f"{STUDY}-t000.log"
+    while "Running stage 'train@resnet'" not in (log.read_text() if log.exists() else ""):
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    interrupted = study(sweep_repo).trials
+    assert [t.state for t in interrupted] == [optuna.trial.TrialState.RUNNING]
+
+    time.sleep(4)  # past the heartbeat's grace period (3 x 1 s)
+    output = run_sweep(sweep_repo, "--trials", "3")
+    trials = study(sweep_repo).trials
+    finished = [
+        t
+        for t in trials
+        if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    ]
+    assert len(finished) == 3, output
+    assert trials[0].state == optuna.trial.TrialState.FAIL  # the interrupted one, marked failed
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") == trials[0]._trial_id]
+    assert len(retried) == 1 and retried[0].params == trials[0].params  # and re-queued
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers))
+
+
+def test_two_processes_share_one_study(sweep_repo):
+    first = start_sweep(sweep_repo)
+    time.sleep(3)  # the second joins a study with a trial under way
+    second = start_sweep(sweep_repo)
+    for process in (first, second):
+        output, _ = process.communicate(timeout=1800)
+        assert process.returncode == 0, output
+    trials = study(sweep_repo).trials
+    finished = [t for t in trials if t.state != optuna.trial.TrialState.FAIL]
+    assert 4 <= len(finished) <= 5  # each stops once the study has its 4 (one may be mid-run)
+    assert len({t.user_attrs["worker"] for t in trials}) == 2
+    assert len({t.user_attrs["experiment"] for t in trials}) == len(trials)
+
+
+@pytest.mark.parametrize(
+    ("space", "expected"),
+    [
+        (
+            {"train.lrr": {"type": "float", "low": 0.1, "high": 1.0}},
+            "error: tune.space.train.lrr: 'lrr' is not a key of train (did you mean 'lr'?)",
+        ),
+        (
+            {"train.batch_size": {"type": "int", "low": 0, "high": 64}},
+            "error: tune.space.train.batch_size: 0 is not a valid train.batch_size",
+        ),
+    ],
+)
+def test_a_bad_search_space_stops_before_any_trial(project, space, expected):
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["tune"]["space"] = space
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.sweep", "resnet"],
+        cwd=project,
+        env=sweep_environment(project),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [expected] or expected in result.stderr
+    assert not (project / "sweeps").exists()
