@@ -1,15 +1,15 @@
 """Throughput: the input pipeline at 224 px against the seed's, and the training loop against a
-bare PyTorch loop on the same model and batch.
+bare PyTorch loop on the same model and batch, on this machine's device (CUDA when present).
 
-    python benchmarks/throughput.py --images 2048 --workers 2
+    python -m benchmarks.throughput --images 2048 --workers 2
 
-Input pipeline, both producing normalised float batches of (B, 3, 224, 224):
+Input pipeline, both producing normalised float batches of (B, 3, 224, 224) on the device:
 - seed: PIL Resize(224) + RandomCrop(224, padding=28) + flip + ColorJitter + RandomRotation +
-  ToTensor + RandomErasing + Normalize, per sample in DataLoader workers;
+  ToTensor + RandomErasing + Normalize, per sample in DataLoader workers, then copied over;
 - ours: the 'aggressive' strategy (crop, flip, colour jitter, affine, erasing) on 32 px uint8
   tensors in the same number of workers, then one batched resize + normalise on the device.
 Training loop: stages.common.engine.Trainer.train_epoch against forward/backward/step over
-pre-made tensors, same model, batch size and optimizer.
+pre-made device tensors, same model, batch size, optimizer, autocast and memory format.
 """
 
 from __future__ import annotations
@@ -18,23 +18,28 @@ import argparse
 import json
 import platform
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, SequentialSampler
 from torchvision import transforms as v1
 
-from stages.common.augment import AugmentedImages, DeviceInput, sample_transform
-from stages.common.dataset import PreparedData
+from stages.common.augment import AugmentedImages, EpochIndices, sample_transform
+from stages.common.checkpoint import Preprocessing
+from stages.common.cifar10 import MEAN, STD
+from stages.common.dataset import PreparedData, Split
 from stages.common.engine import Trainer, TrainRun
 from stages.common.freezing import Freezer
-from stages.common.models import CIFAR_MEAN, CIFAR_STD, Preprocessing
-from stages.common.params import AugmentParams, FreezingParams, TrainParams
-from stages.common.sources import Split
+from stages.common.inference import DeviceInput
+from stages.common.params import FreezingParams, TrainParams, load_params
+from stages.common.runtime import autocast
 
+ROOT = Path(__file__).resolve().parents[1]
 REPEATS = 3
 
 
@@ -52,7 +57,7 @@ class SeedDataset(Dataset):
                 v1.RandomRotation(15),
                 v1.ToTensor(),
                 v1.RandomErasing(p=0.25),
-                v1.Normalize(CIFAR_MEAN, CIFAR_STD),
+                v1.Normalize(MEAN, STD),
             ]
         )
 
@@ -63,85 +68,159 @@ class SeedDataset(Dataset):
         return self.transform(Image.fromarray(self.images[index])), 0
 
 
-def rate(batches, count: int, step=lambda batch: batch) -> float:
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def synchronize(on: torch.device) -> None:
+    if on.type == "cuda":
+        torch.cuda.synchronize(on)
+
+
+def machine() -> str:
+    here = device()
+    name = torch.cuda.get_device_name(here) if here.type == "cuda" else platform.processor()
+    return f"{name or platform.machine()}, {torch.get_num_threads()} CPU threads, {here.type}"
+
+
+def shipped_train_params(**changes) -> TrainParams:
+    """params.yaml's `train` section with ``changes`` (nested `augment` keys merged)."""
+    train = load_params(ROOT / "params.yaml").train
+    augment = train.augment.model_copy(update=changes.pop("augment", {}))
+    return train.model_copy(update={**changes, "augment": augment})
+
+
+def rate(batches, count: int, on: torch.device, step=lambda batch: batch) -> float:
+    """Images per second through ``step`` over ``batches`` (device work included)."""
+    synchronize(on)
     started = time.perf_counter()
     seen = 0
     for images, _ in batches:
         seen += len(step(images))
+    synchronize(on)
     assert seen == count
     return count / (time.perf_counter() - started)
 
 
 def input_pipeline(images: np.ndarray, labels: np.ndarray, workers: int, batch: int) -> dict:
-    seed = DataLoader(SeedDataset(images), batch_size=batch, num_workers=workers)
+    on = device()
+    pin = on.type == "cuda"
+    seed = DataLoader(SeedDataset(images), batch_size=batch, num_workers=workers, pin_memory=pin)
+    augment = shipped_train_params(augment={"strategy": "aggressive"}).augment
     ours_dataset = AugmentedImages(
-        torch.from_numpy(images),
-        torch.from_numpy(labels),
-        sample_transform(AugmentParams(strategy="aggressive")),
+        torch.from_numpy(images), torch.from_numpy(labels), sample_transform(augment), seed=0
     )
-    ours = DataLoader(ours_dataset, batch_size=batch, num_workers=workers)
-    to_device = DeviceInput(Preprocessing(224, CIFAR_MEAN, CIFAR_STD), torch.device("cpu"), False)
+    ours = DataLoader(
+        ours_dataset,
+        batch_size=batch,
+        sampler=EpochIndices(SequentialSampler(range(len(images)))),
+        num_workers=workers,
+        pin_memory=pin,
+    )
+    to_device = DeviceInput(Preprocessing(img_size=224, mean=MEAN, std=STD), on)
+    seed_rate = rate(seed, len(images), on, lambda x: x.to(on, non_blocking=True))
+    ours_rate = rate(ours, len(images), on, to_device)
     return {
-        "seed_images_per_second": round(rate(seed, len(images)), 1),
-        "ours_images_per_second": round(rate(ours, len(images), to_device), 1),
+        "seed_images_per_second": round(seed_rate, 1),
+        "ours_images_per_second": round(ours_rate, 1),
+        "speedup": round(ours_rate / seed_rate, 2),
     }
 
 
-def bare_loop(model, images, labels, batch: int, lr: float) -> float:
+@dataclass
+class LoopSetup:
+    arch: str
+    batch: int
+    img_size: int = 32
+    amp: bool = False
+    channels_last: bool = False
+    compile: bool = False
+
+
+def bare_loop(model, images, labels, setup: LoopSetup, lr: float, on: torch.device) -> float:
+    """Images per second of the plainest loop over tensors already on the device."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    forward = torch.compile(model) if setup.compile else model
     model.train()
+    synchronize(on)
     started = time.perf_counter()
-    for start in range(0, len(images) - batch + 1, batch):
-        x = images[start : start + batch]
-        loss = F.cross_entropy(model(x), labels[start : start + batch])
+    steps = len(images) // setup.batch
+    for start in range(0, steps * setup.batch, setup.batch):
+        with autocast(on, setup.amp):
+            logits = forward(images[start : start + setup.batch])
+        loss = F.cross_entropy(logits.float(), labels[start : start + setup.batch])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    return (len(images) // batch) * batch / (time.perf_counter() - started)
+    synchronize(on)
+    return steps * setup.batch / (time.perf_counter() - started)
 
 
-def training_loop(images: np.ndarray, labels: np.ndarray, arch: str, batch: int) -> dict:
-    params = TrainParams(
-        epochs=1,
-        batch_size=batch,
-        workers=0,
-        label_smoothing=0.0,
+def trainer(images: np.ndarray, labels: np.ndarray, setup: LoopSetup) -> Trainer:
+    params = shipped_train_params(
+        epochs=REPEATS,
+        batch_size=setup.batch,
+        workers="auto" if device().type == "cuda" else 0,
+        warmup_epochs=0.0,
         grad_clip=None,
-        warmup_epochs=0,
-        scheduler="none",
-        augment=AugmentParams(strategy="none"),
+        label_smoothing=0.0,
+        ema_decay=None,
+        amp=setup.amp,
+        channels_last=setup.channels_last,
+        compile=setup.compile,
+        augment={"strategy": "none", "cutmix": 0.0, "mixup": 0.0},
     )
     torch.manual_seed(0)
-    model = timm.create_model(arch, num_classes=10)
+    model = timm.create_model(setup.arch, num_classes=10)
     split = Split(images, labels)
-    data = PreparedData(
-        [str(k) for k in range(10)], split, Split(images[:batch], labels[:batch]), split
-    )
+    head = Split(images[: setup.batch], labels[: setup.batch])
+    data = PreparedData([str(k) for k in range(10)], split, head, head)
     run = TrainRun(
-        "bench",
-        params,
-        model,
-        Preprocessing(32, CIFAR_MEAN, CIFAR_STD),
-        Freezer(model, FreezingParams(), "bench"),
-        data,
-        0,
-        None,
-        "bench",
+        name="bench",
+        params=params,
+        lr=params.lr,
+        model=model,
+        preprocessing=Preprocessing(img_size=setup.img_size, mean=MEAN, std=STD),
+        freezer=Freezer(model, FreezingParams(strategy="none", groups=0, schedule=[]), "bench"),
+        data=data,
+        seed=0,
+        state_path=Path("/nonexistent/bench-resume.safetensors"),
+        fingerprint="bench",
     )
-    trainer = Trainer(run)
+    return Trainer(run)
+
+
+def training_loop(images: np.ndarray, labels: np.ndarray, setup: LoopSetup) -> dict:
+    """The Trainer's epoch against the bare loop, alternated; the best of each counts."""
+    on = device()
+    ours_trainer = trainer(images, labels, setup)
     torch.manual_seed(0)
-    bare_model = timm.create_model(arch, num_classes=10)
-    tensors = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255)
+    bare_model = timm.create_model(setup.arch, num_classes=10).to(on)
+    if setup.channels_last:
+        bare_model = bare_model.to(memory_format=torch.channels_last)
+    to_device = DeviceInput(
+        Preprocessing(img_size=setup.img_size, mean=MEAN, std=STD),
+        on,
+        setup.channels_last,
+    )
+    tensors = to_device(torch.from_numpy(images).permute(0, 3, 1, 2))
+    targets = torch.from_numpy(labels).to(on)
     ours, bare = 0.0, 0.0
-    for repeat in range(REPEATS):  # alternate, keep the best of each: warm-up and noise even out
-        ours = max(ours, trainer.train_epoch(repeat)["train/images_per_second"])
-        bare = max(bare, bare_loop(bare_model, tensors, torch.from_numpy(labels), batch, params.lr))
+    for repeat in range(REPEATS):  # alternate so warm-up and noise even out
+        ours = max(ours, ours_trainer.train_epoch(repeat)[0]["train/images_per_second"])
+        bare = max(bare, bare_loop(bare_model, tensors, targets, setup, 1e-3, on))
     return {
-        "arch": arch,
-        "batch": batch,
+        **setup.__dict__,
         "ours_images_per_second": round(ours, 1),
         "bare_images_per_second": round(bare, 1),
+        "overhead_percent": round(100 * (bare / ours - 1), 1),
     }
+
+
+def random_images(count: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8)
+    return images, rng.integers(0, 10, count).astype(np.int64)
 
 
 def main() -> None:
@@ -150,21 +229,19 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--arch", default="resnet18")
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (args.images, 32, 32, 3), dtype=np.uint8)
-    labels = rng.integers(0, 10, args.images).astype(np.int64)
-    print(
-        json.dumps(
-            {
-                "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, "
-                f"{'cuda' if torch.cuda.is_available() else 'cpu'}",
-                "input_pipeline_224px": input_pipeline(images, labels, args.workers, args.batch),
-                "training_loop_32px": training_loop(images, labels, args.arch, args.batch),
-            },
-            indent=2,
-        )
-    )
+    images, labels = random_images(args.images)
+    result = {
+        "machine": machine(),
+        "input_pipeline_224px": input_pipeline(images, labels, args.workers, args.batch),
+        "training_loop_32px": training_loop(images, labels, LoopSetup(args.arch, args.batch)),
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
 
 
 if __name__ == "__main__":
