@@ -49,6 +49,7 @@ log = logging.getLogger("sweep")
 ENV_STORAGE_OVERRIDE = "SWEEP_STORAGE"
 HEARTBEAT_SECONDS = 20
 TRIAL_RETRIES = 3
+FAILURES_IN_A_ROW = 3  # this many failed trials in a row stop the sweep: the cause is not chance
 # tune.objective -> the key of DVCLive's summary (dvclive/<model>/metrics.json) with the result
 RESULT_KEYS = {
     "val_loss": "best_val_loss",
@@ -72,6 +73,8 @@ class Sweep:
     storage_url: str
     epochs: int
     overrides: list[str]  # the command line's -S, applied to every trial
+    failures_in_a_row: int = 0
+    last_failure: str = ""
 
     @property
     def folder(self) -> Path:
@@ -164,7 +167,15 @@ def objective_function(sweep: Sweep):
         trial.set_user_attr("experiment", sweep.experiment_name(trial.number))
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         trial.set_user_attr("overrides", overrides)
-        metrics = run_trial(sweep, trial, overrides)
+        try:
+            metrics = run_trial(sweep, trial, overrides)
+        except SweepError as error:
+            sweep.failures_in_a_row += 1
+            sweep.last_failure = str(error)
+            if sweep.failures_in_a_row >= FAILURES_IN_A_ROW:
+                trial.study.stop()
+            raise
+        sweep.failures_in_a_row = 0
         value = float(metrics[result_key])
         if metrics.get("pruned"):
             print(f"  pruned after epoch {len(trial.intermediate_values or [1])}", flush=True)
@@ -270,6 +281,15 @@ def write_results(sweep: Sweep, study: Any) -> None:
     write_text(sweep.folder / "summary.md", "\n".join(lines) + "\n")
 
 
+def absolute_sqlite(url: str) -> str:
+    """A relative SQLite URL made absolute: trials run in DVC's temporary copies of the
+    repository, and their training reports to the study from there."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/"):
+        return prefix + (Path.cwd() / url[len(prefix) :]).as_posix()
+    return url
+
+
 def open_study(sweep: Sweep):
     import optuna
 
@@ -281,7 +301,9 @@ def open_study(sweep: Sweep):
             url,
             heartbeat_interval=tune_heartbeat(),
             grace_period=3 * tune_heartbeat(),
-            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(TRIAL_RETRIES),
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                TRIAL_RETRIES
+            ),
         )
     else:
         storage = storage_from_url(url)
@@ -328,7 +350,9 @@ def main() -> None:
         raise ParamsError(f"--epochs: must be >= 1, got {epochs}")
     study_name = tune.study or f"sweep-{args.model}"
     default_url = f"sqlite:///{(SWEEPS_DIR / study_name / 'study.db').as_posix()}"
-    storage_url = os.environ.get(ENV_STORAGE_OVERRIDE) or tune.storage or default_url
+    storage_url = absolute_sqlite(
+        os.environ.get(ENV_STORAGE_OVERRIDE) or tune.storage or default_url
+    )
     sweep = Sweep(params, raw, args.model, study_name, storage_url, epochs, args.overrides)
     sweep.folder.mkdir(parents=True, exist_ok=True)
     run_sweep(sweep)
@@ -363,6 +387,11 @@ def run_sweep(sweep: Sweep) -> None:
             gc_after_trial=True,
         )
     write_results(sweep, study)
+    if sweep.failures_in_a_row >= FAILURES_IN_A_ROW:
+        raise StageError(
+            f"sweep stopped: {FAILURES_IN_A_ROW} trials in a row failed; the last: "
+            f"{sweep.last_failure}"
+        )
     print(f"results: {sweep.folder / 'summary.md'}", flush=True)
     best_file = sweep.folder / "best.json"
     if best_file.is_file():
