@@ -77,6 +77,7 @@ def recipe_runs(data: str, weights: str | None, quick: bool) -> dict[str, Any]:
             Path(scratch) / "recipe",
             "cpu",
             [
+                "~downloads.cifar10",
                 f"data.source={hydra_value(data)}",
                 *subset,
                 f"train.epochs={epochs}",
@@ -108,6 +109,7 @@ def recipe_runs(data: str, weights: str | None, quick: bool) -> dict[str, Any]:
                     f"data.source={hydra_value(data)}",
                     *subset,
                     "train.epochs=1" if quick else "train.epochs=3",
+                    "train.warmup_epochs=0.0" if quick else "train.warmup_epochs=0.5",
                     "train.batch_size=16" if quick else "train.batch_size=128",
                     "train.amp=auto",
                     *(f"~models.{name}" for name in ("resnet", "efficientnet", "vit")),

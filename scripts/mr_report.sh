@@ -20,6 +20,6 @@ dvc push --run-cache
 
 git fetch --quiet --depth=50 origin "$target"
 includes=()
-[ -f benchmarks/results/summary.md ] && includes=(--include benchmarks/results/summary.md)
+[ -f benchmarks/results/throughput.md ] && includes=(--include benchmarks/results/throughput.md)
 python -m stages.report --base "origin/$target" --out report.md "${includes[@]}"
 cml comment update --publish --target=pr report.md

@@ -112,7 +112,7 @@ def _from_weights_file(
                 pretrained_cfg_overlay={"file": str(path)},
             )
         except pickle.UnpicklingError as error:
-            if "weights only" not in str(error).lower():
+            if "weights only" not in str(error).lower().replace("_", " "):
                 raise ParamsError(_load_error(key, spec.arch, path, error)) from None
             raise ParamsError(
                 f"{key}.pretrained: '{path}' is not a weights file: it holds pickled Python "
