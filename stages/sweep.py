@@ -42,6 +42,7 @@ from stages.common.trial import (
     ENV_STUDY,
     ENV_TRIAL,
     OBJECTIVES,
+    make_pruner,
     storage_from_url,
 )
 
@@ -178,7 +179,12 @@ def objective_function(sweep: Sweep):
         sweep.failures_in_a_row = 0
         value = float(metrics[result_key])
         if metrics.get("pruned"):
-            print(f"  pruned after epoch {len(trial.intermediate_values or [1])}", flush=True)
+            reported = next(
+                t.intermediate_values
+                for t in trial.study.get_trials(deepcopy=False)
+                if t.number == trial.number
+            )
+            print(f"  pruned after epoch {len(reported)}", flush=True)
             raise optuna.TrialPruned()
         return value
 
@@ -297,14 +303,16 @@ def open_study(sweep: Sweep):
     _, direction = OBJECTIVES[tune.objective]
     url = sweep.storage_url
     if url.startswith("sqlite:///") or "://" in url:
-        storage = optuna.storages.RDBStorage(
-            url,
-            heartbeat_interval=tune_heartbeat(),
-            grace_period=3 * tune_heartbeat(),
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                TRIAL_RETRIES
-            ),
-        )
+        with warnings.catch_warnings():  # heartbeats are marked experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage = optuna.storages.RDBStorage(
+                url,
+                heartbeat_interval=tune_heartbeat(),
+                grace_period=3 * tune_heartbeat(),
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    TRIAL_RETRIES
+                ),
+            )
     else:
         storage = storage_from_url(url)
     study = optuna.create_study(
@@ -316,12 +324,7 @@ def open_study(sweep: Sweep):
         study.sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=tune.startup_trials)
     else:
         study.sampler = optuna.samplers.RandomSampler(seed=seed)
-    if tune.pruner == "median":
-        study.pruner = optuna.pruners.MedianPruner(n_startup_trials=tune.startup_trials)
-    elif tune.pruner == "hyperband":
-        study.pruner = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=sweep.epochs)
-    else:
-        study.pruner = optuna.pruners.NopPruner()
+    study.pruner = make_pruner(tune, sweep.epochs)
     return study
 
 

@@ -55,7 +55,7 @@ def train(params: Params, name: str) -> None:
         train_params.epochs,
     )
     live = open_live(name, effective) if distributed.is_main else None
-    reporter = trial_reporter()
+    reporter = trial_reporter(params.tune, train_params.epochs)
     run = TrainRun(
         name=name,
         params=train_params,

@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from stages.common.params import TuneParams
+
 log = logging.getLogger(__name__)
 
 ENV_STORAGE = "CIFAR10_SWEEP_STORAGE"
@@ -53,14 +55,28 @@ class TrialReporter:
         return False
 
 
-def trial_reporter() -> TrialReporter | None:
+def make_pruner(tune: TuneParams, epochs: int):
+    """The pruner `tune` asks for. Optuna does not store it with the study, so the sweep and
+    each trial's train stage (which asks `should_prune`) build it from the same params."""
+    import optuna
+
+    if tune.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=tune.startup_trials)
+    if tune.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs)
+    return optuna.pruners.NopPruner()
+
+
+def trial_reporter(tune: TuneParams, epochs: int) -> TrialReporter | None:
     """The reporter of the sweep trial this process runs, or None outside a sweep."""
     if ENV_TRIAL not in os.environ:
         return None
     import optuna
 
     storage = storage_from_url(os.environ[ENV_STORAGE])
-    study = optuna.load_study(study_name=os.environ[ENV_STUDY], storage=storage)
+    study = optuna.load_study(
+        study_name=os.environ[ENV_STUDY], storage=storage, pruner=make_pruner(tune, epochs)
+    )
     trial = optuna.trial.Trial(study, int(os.environ[ENV_TRIAL]))
     metric, _direction = OBJECTIVES[os.environ[ENV_OBJECTIVE]]
     return TrialReporter(trial, metric)
