@@ -69,7 +69,7 @@ def sweep(folder: Path, data: str, per_class: int, trials: int, epochs: int, pru
     started = time.perf_counter()
     command(repo, sys.executable, "-m", "stages.sweep", "airbench")
     minutes = (time.perf_counter() - started) / 60
-    storage = f"sqlite:///{repo / 'sweeps/sweep-airbench/study.db'}"
+    storage = f"sqlite:///{repo / '.dvc/tmp/studies/sweep-airbench.db'}"
     study = optuna.load_study(study_name="sweep-airbench", storage=storage)
     states = [trial.state.name for trial in study.trials]
     return {

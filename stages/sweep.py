@@ -8,7 +8,7 @@ Each trial is `dvc exp run --temp -n <study>-t<NNN> -S <its params> train@<model
 train stage reports each epoch's objective to the trial, so Optuna's pruner stops bad trials
 early; a pruned trial is still a DVC experiment (its metrics say `pruned: true`).
 
-The study lives in Optuna storage: by default an SQLite file sweeps/<study>/study.db with
+The study lives in Optuna storage: by default an SQLite file .dvc/tmp/studies/<study>.db with
 heartbeats, so a killed sweep started again fails the interrupted trial and retries its params
 (no trial lost, none counted twice), and several processes on this machine can share it. For
 several machines, give an RDB URL (PostgreSQL, MySQL) in tune.storage or $SWEEP_STORAGE.
@@ -33,7 +33,7 @@ from typing import Any
 from stages.common.cli import run_command
 from stages.common.errors import ParamsError, StageError
 from stages.common.io import save_figure, write_json, write_text
-from stages.common.layout import SWEEPS_DIR, paths
+from stages.common.layout import STUDIES_DIR, SWEEPS_DIR, paths
 from stages.common.overrides import with_overrides
 from stages.common.params import Distribution, Params, parse_params, set_dotted
 from stages.common.trial import (
@@ -352,7 +352,8 @@ def main() -> None:
     if epochs < 1:
         raise ParamsError(f"--epochs: must be >= 1, got {epochs}")
     study_name = tune.study or f"sweep-{args.model}"
-    default_url = f"sqlite:///{(SWEEPS_DIR / study_name / 'study.db').as_posix()}"
+    default_url = f"sqlite:///{(STUDIES_DIR / f'{study_name}.db').as_posix()}"
+    (STUDIES_DIR).mkdir(parents=True, exist_ok=True)
     storage_url = absolute_sqlite(
         os.environ.get(ENV_STORAGE_OVERRIDE) or tune.storage or default_url
     )

@@ -45,7 +45,7 @@ def run_sweep(repo: Path, *args: str) -> str:
 
 
 def study(repo: Path) -> optuna.Study:
-    url = f"sqlite:///{repo / 'sweeps' / STUDY / 'study.db'}"
+    url = f"sqlite:///{repo / '.dvc/tmp/studies' / f'{STUDY}.db'}"
     return optuna.load_study(study_name=STUDY, storage=url)
 
 

@@ -30,6 +30,9 @@ RELEASE_DIR = Path("release")  # the model registry's artifact: the best single 
 RELEASE_CHECKPOINT = RELEASE_DIR / "model.safetensors"
 
 SWEEPS_DIR = Path("sweeps")
+# Optuna studies: outside the git work tree, because `dvc exp apply` deletes untracked and
+# ignored files there (a study.db in sweeps/ did not survive applying its best trial)
+STUDIES_DIR = Path(".dvc/tmp/studies")
 
 
 @dataclass(frozen=True)
