@@ -98,7 +98,13 @@ def test_a_sweep_with_pruning_records_every_trial_as_an_experiment(sweep_repo):
         for rev in entry["revisions"]
     }
     assert revisions == set(names)
-    dvc(sweep_repo, "exp", "apply", best["experiment"])
+    # the trial ran train@resnet only: DVC may report the evaluate outputs it never made as
+    # "Checkout failed"; the trial's params and model are applied all the same
+    applied_run = dvc(sweep_repo, "exp", "apply", best["experiment"], check=False)
+    if applied_run.returncode != 0:
+        failed = applied_run.stderr.split("Checkout failed for following targets:")[-1].split()
+        assert failed and all("evaluat" in path for path in failed), applied_run.stderr
+    assert (sweep_repo / "models/resnet/model.safetensors").exists()
     applied = yaml.safe_load((sweep_repo / "params.yaml").read_text())
     assert applied["train"]["lr"] == pytest.approx(best["params"]["train.lr"])
     # a finished study does nothing more when started again
