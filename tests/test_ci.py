@@ -89,9 +89,7 @@ def test_merge_request_job_posts_the_report(tmp_path, image_tar):
 
     # the merge request: one param changed
     git(developer, "checkout", "-q", "-b", "higher-lr")
-    params = (developer / "params.yaml").read_text()
-    assert "  lr: 0.001 " in params
-    (developer / "params.yaml").write_text(params.replace("  lr: 0.001 ", "  lr: 0.003 ", 1))
+    assert update_params(developer, train={"lr": 0.003})["train"]["lr"] == 0.003
     commit_all(developer, "a higher learning rate")
     git(developer, "push", "-q", "origin", "higher-lr")
 
@@ -151,6 +149,8 @@ def test_lint_job_runs_the_real_linters(tmp_path):
     env = environment(checkout)
     env["LINT_VENV"] = os.environ.get("LINT_VENV", str(tmp_path / "lint-venv"))
     log = gitlab_ci_local(checkout, "lint", {}, env)
-    for step in ("ruff check", "mypy stages", "bandit", "hadolint", "shellcheck"):
-        assert step in log
-    assert "PASS" in log and "lint" in log
+    # the job's log shows each gate's verdict (ruff, ruff format, mypy; bandit, hadolint and
+    # shellcheck print only problems) and the job passed
+    for verdict in ("All checks passed!", "files already formatted", "Success: no issues found"):
+        assert verdict in log, log[-3000:]
+    assert "PASS  lint" in log
