@@ -47,10 +47,11 @@ def shipped(**sections) -> Params:
     return parse_params(merge_sections(raw, sections))
 
 
-def copy_project(destination: Path) -> Path:
-    """The project's code, params and dvc.yaml in ``destination`` (no data, no git)."""
+def copy_project(destination: Path, extra: tuple[str, ...] = ()) -> Path:
+    """The project's code, params and dvc.yaml in ``destination`` (no data, no git), and the
+    ``extra`` files or folders of the repository a test needs (scripts, requirements, ...)."""
     destination.mkdir(parents=True, exist_ok=True)
-    for name in PROJECT_FILES:
+    for name in (*PROJECT_FILES, *extra):
         source = ROOT / name
         if source.is_dir():
             shutil.copytree(

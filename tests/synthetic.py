@@ -7,6 +7,7 @@ class-specific colour) plus noise, so a tiny model beats chance by a wide margin
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import tarfile
 from pathlib import Path
@@ -92,3 +93,14 @@ def write_official_archive(root: Path, archive: Path) -> Path:
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(batches, arcname="cifar-10-batches-py")
     return archive
+
+
+class CommandPayload:
+    """Pickled as a call to os.system: unpickling it would run ``touch marker``, so a test
+    can tell whether anything unpickled a crafted file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))

@@ -37,21 +37,14 @@ done
 """
 
 
-CI_FILES = [".gitlab-ci.yml", "scripts", "run.sh", ".ci", "pyproject.toml", "Containerfile"]
-CI_FILES += [".containerignore", "requirements.txt", "requirements-dev.txt"]
-CI_FILES += ["requirements-lint.txt"]
+# what the CI jobs run besides the stages: scripts, requirements, the linters' config
+CI_FILES = (".gitlab-ci.yml", "scripts", "run.sh", ".ci", "pyproject.toml", "Containerfile")
+CI_FILES += (".containerignore", "requirements.txt", "requirements-dev.txt")
+CI_FILES += ("requirements-lint.txt",)
 
 
 def ci_project(destination: Path) -> Path:
-    """A project copy with what the CI jobs run: scripts, requirements, linters' config."""
-    copy_project(destination)
-    for name in CI_FILES:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, destination / name)
-        else:
-            shutil.copy2(source, destination / name)
-    return destination
+    return copy_project(destination, CI_FILES)
 
 
 def gitlab_ci_local(checkout: Path, job: str, variables: dict[str, str], env: dict[str, str]):

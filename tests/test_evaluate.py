@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
 import shutil
 from pathlib import Path
@@ -141,19 +140,9 @@ def rewrite_metadata(path: Path, change) -> None:
     save_tensors(path, weights, {METADATA_KEY: json.dumps(info)})
 
 
-class Payload:
-    """Pickled as a call to os.system: unpickling it would run a command."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 def crafted_pickle(path: Path) -> None:
     """A pickle, named like the model, that runs a command if anything unpickles it."""
-    path.write_bytes(pickle.dumps(Payload(path.parent / "pwned")))
+    path.write_bytes(pickle.dumps(synthetic.CommandPayload(path.parent / "pwned")))
 
 
 @pytest.mark.parametrize(

@@ -4,19 +4,17 @@ of dvc.yaml registered and assigned to a stage in DVC's git-tag model registry (
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT, copy_project
+from tests.conftest import copy_project
 
 
 def test_promote_registers_and_assigns_the_release(tmp_path):
-    project = copy_project(tmp_path / "project")
-    for name in ("scripts", "requirements.txt", "requirements-dev.txt"):
-        source = ROOT / name
-        (shutil.copytree if source.is_dir() else shutil.copy2)(source, project / name)
+    project = copy_project(
+        tmp_path / "project", ("scripts", "requirements.txt", "requirements-dev.txt")
+    )
     env = {
         **os.environ,
         "CIFAR10_VENV": str(Path(sys.executable).parent.parent),

@@ -5,14 +5,13 @@ reach run.sh; the README's bad-input section counts the cases of every test tabl
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, copy_project, offline_data, tiny_training_params, update_params
+from tests.conftest import copy_project, offline_data, tiny_training_params, update_params
 
 STEPS = list(range(1, 17))  # more unfreezing steps than test_vit has layer groups
 CASES = [
@@ -50,10 +49,10 @@ CASES = [
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory, image_tar) -> Path:
     """A git clone of the project, offline data, tiny models and one finished output."""
-    project = copy_project(tmp_path_factory.mktemp("run_sh") / "project")
-    for name in ("run.sh", "scripts", "presets", "requirements.txt", "requirements-dev.txt"):
-        source = ROOT / name
-        (shutil.copytree if source.is_dir() else shutil.copy2)(source, project / name)
+    project = copy_project(
+        tmp_path_factory.mktemp("run_sh") / "project",
+        ("run.sh", "scripts", "presets", "requirements.txt", "requirements-dev.txt"),
+    )
     update_params(project, **offline_data(image_tar), **tiny_training_params())
     (project / "models/resnet").mkdir(parents=True)
     (project / "models/resnet/model.safetensors").write_bytes(b"earlier results")

@@ -17,6 +17,7 @@ import timm
 import torch
 
 from stages.common.checkpoint import ModelCheckpoint
+from tests import synthetic
 from tests.conftest import run_module, update_params
 
 TIMING = {"train/images_per_second", "train_minutes"}
@@ -225,18 +226,8 @@ def other_arch_weights(path: Path) -> Path:
     return path
 
 
-class Payload:
-    """Pickled as a call to os.system: loading it with pickle would run a command."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 def pickled_object(path: Path) -> Path:
-    torch.save({"state_dict": Payload(path.with_suffix(".ran"))}, path)
+    torch.save({"state_dict": synthetic.CommandPayload(path.with_suffix(".ran"))}, path)
     return path
 
 
