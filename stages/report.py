@@ -134,9 +134,9 @@ def render(base: str, plots: list[ChangedPlot], includes: list[Path], root: Path
         "",
     ]
     shown = 0
-    for plot in plots:
+    for number, plot in enumerate(plots):
         if shown >= MAX_IMAGES:
-            lines.append(f"_{len(plots) - plots.index(plot)} more changed plots not shown._")
+            lines.append(f"_{len(plots) - number} more changed plots not shown._")
             break
         lines.append(f"### {plot.name}")
         lines.append("")
