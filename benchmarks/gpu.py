@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 import timm
 import torch
 
-from benchmarks.pipeline import prepare, scratch_project, train_and_evaluate
+from benchmarks.pipeline import lite0, prepare, scratch_project, train_and_evaluate
 from benchmarks.throughput import (
     LoopSetup,
     bare_loop,
@@ -38,7 +37,7 @@ from benchmarks.throughput import (
     synchronize,
     training_loop,
 )
-from stages.preset import hydra_value
+from stages.common.runtime import loader_workers
 
 FULL = {"resnet50": 128, "efficientnet_b0": 128, "vit_base_patch16_224": 128}
 QUICK = {"test_resnet": 16, "test_efficientnet": 16, "test_vit": 16}
@@ -75,46 +74,30 @@ def recipe_runs(data: str, weights: str | None, quick: bool) -> dict[str, Any]:
         epochs = 2 if quick else 10
         recipe = scratch_project(
             Path(scratch) / "recipe",
-            "cpu",
+            data,
             [
-                "~downloads.cifar10",
-                f"data.source={hydra_value(data)}",
                 *subset,
                 f"train.epochs={epochs}",
                 f"models.airbench.arch={'airbench_small' if quick else 'airbench'}",
                 "train.batch_size=64" if quick else "train.batch_size=512",
                 "train.workers=auto",
             ],
+            preset="cpu",
         )
         prepare(recipe)
         results["recipe"] = {"epochs": epochs, **train_and_evaluate(recipe, "airbench")}
         if weights:
-            lite0 = {
-                "arch": "efficientnet_lite0",
-                "pretrained": weights,
-                "img_size": 64 if quick else 224,
-                "lr_scale": 1.0,
-                "freezing": {
-                    "strategy": "none",
-                    "groups": 0,
-                    "schedule": [],
-                    "layer_decay": 0.75,
-                },
-            }
             transfer = scratch_project(
                 Path(scratch) / "transfer",
-                None,
+                data,
                 [
-                    "~downloads.cifar10",
-                    f"data.source={hydra_value(data)}",
                     *subset,
                     "train.epochs=1" if quick else "train.epochs=3",
                     "train.warmup_epochs=0.0" if quick else "train.warmup_epochs=0.5",
                     "train.batch_size=16" if quick else "train.batch_size=128",
                     "train.amp=auto",
-                    *(f"~models.{name}" for name in ("resnet", "efficientnet", "vit")),
-                    f"+models.lite0={hydra_value(lite0)}",
                 ],
+                models={"lite0": lite0(weights, 64 if quick else 224)},
             )
             prepare(transfer)
             results["lite0_transfer"] = train_and_evaluate(transfer, "lite0")
@@ -166,7 +149,7 @@ def main() -> None:
         for compile_model in ((False,) if args.quick else (False, True))
     ]
     images, labels = random_images(512 if args.quick else 8192)
-    workers = min(8, len(os.sched_getaffinity(0)))
+    workers = loader_workers("auto")  # the CPUs this process may use (cgroup too), at most 8
     loop_arch, loop_batch = next(iter(archs.items()))
     report: dict[str, Any] = {
         "machine": machine(),

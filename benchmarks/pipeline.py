@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from stages.common.overrides import with_overrides
-from stages.preset import load_preset, overrides
+from stages.preset import load_preset, overrides, reading
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -24,16 +24,37 @@ SHARED_DATA = SHARED / "datasets/cifar10-jpeg.tar.gz"
 SHARED_LITE0 = SHARED / "weights/efficientnet_lite0.in1k.safetensors"
 
 
-def scratch_project(folder: Path, preset: str | None, changes: list[str]) -> Path:
-    """``folder`` with the stages and params.yaml + ``preset`` + ``changes`` (-S syntax)."""
+def scratch_project(
+    folder: Path,
+    data: str,
+    changes: list[str],
+    preset: str | None = None,
+    models: dict[str, Any] | None = None,
+) -> Path:
+    """``folder`` with the stages and params.yaml + ``preset`` (run from ROOT), reading
+    ``data`` instead of downloading, ``models`` in place of params.yaml's when given, and
+    ``changes`` (-S syntax) last."""
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copytree(ROOT / "stages", folder / "stages", dirs_exist_ok=True)
     shutil.copy(ROOT / "params.yaml", folder / "params.yaml")
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    preset_changes = overrides(load_preset(preset), raw) if preset else []  # run from ROOT
-    params, _checked = with_overrides(preset_changes + changes, folder / "params.yaml")
+    partial = reading(load_preset(preset) if preset else {}, data)
+    if models is not None:
+        partial["models"] = models
+    params, _checked = with_overrides(overrides(partial, raw) + changes, folder / "params.yaml")
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return folder
+
+
+def lite0(weights: str | bool, img_size: int, freezing: str = "none") -> dict[str, Any]:
+    """A `models` entry: timm's efficientnet_lite0 from ``weights`` (a file, or False)."""
+    return {
+        "arch": "efficientnet_lite0",
+        "pretrained": weights,
+        "img_size": img_size,
+        "lr_scale": 1.0,
+        "freezing": {"strategy": freezing, "groups": 0, "schedule": [], "layer_decay": 0.75},
+    }
 
 
 def run_stage(project: Path, module: str, *args: str) -> float:

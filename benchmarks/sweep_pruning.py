@@ -44,10 +44,8 @@ def command(repo: Path, *args: str) -> None:
 def sweep(folder: Path, data: str, per_class: int, trials: int, epochs: int, pruner: str) -> dict:
     repo = scratch_project(
         folder,
-        "cpu",
+        data,
         [
-            "~downloads.cifar10",
-            f"data.source={hydra_value(data)}",
             f"data.subset={per_class}",
             "data.val_ratio=0.1",
             "train.batch_size=64",
@@ -58,6 +56,7 @@ def sweep(folder: Path, data: str, per_class: int, trials: int, epochs: int, pru
             "~tune.space",
             f"+tune.space={hydra_value(SPACE)}",
         ],
+        preset="cpu",
     )
     for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(ROOT / name, repo / name)

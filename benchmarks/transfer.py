@@ -19,11 +19,11 @@ from pathlib import Path
 from benchmarks.pipeline import (
     SHARED_DATA,
     SHARED_LITE0,
+    lite0,
     prepare,
     scratch_project,
     train_and_evaluate,
 )
-from stages.preset import hydra_value
 
 
 def main() -> None:
@@ -41,24 +41,8 @@ def main() -> None:
     runs = {"pretrained": str(Path(args.weights).resolve()), "random": False}
     if args.only:
         runs = {args.only: runs[args.only]}
-    models = {
-        name: {
-            "arch": "efficientnet_lite0",
-            "pretrained": weights,
-            "img_size": args.img_size,
-            "lr_scale": 1.0,
-            "freezing": {
-                "strategy": args.freezing,
-                "groups": 0,
-                "schedule": [],
-                "layer_decay": 0.75,
-            },
-        }
-        for name, weights in runs.items()
-    }
+    models = {name: lite0(weights, args.img_size, args.freezing) for name, weights in runs.items()}
     changes = [
-        "~downloads.cifar10",
-        f"data.source={json.dumps(str(Path(args.data).resolve()))}",
         f"data.subset={'null' if args.per_class is None else args.per_class}",
         f"train.epochs={args.epochs}",
         f"train.batch_size={args.batch_size}",
@@ -66,11 +50,10 @@ def main() -> None:
         "train.warmup_epochs=0.0",
         "evaluate.tsne_samples=200",
         "evaluate.gradcam_samples=4",
-        *(f"~models.{name}" for name in ("resnet", "efficientnet", "vit")),
-        *(f"+models.{name}={hydra_value(model)}" for name, model in models.items()),
     ]
     with tempfile.TemporaryDirectory() as scratch:
-        project = scratch_project(Path(scratch) / "project", None, changes)
+        data = str(Path(args.data).resolve())
+        project = scratch_project(Path(scratch) / "project", data, changes, models=models)
         prepare(project)
         results = {name: train_and_evaluate(project, name) for name in runs}
         counts = json.loads((project / "metrics/prepare.json").read_text())

@@ -65,6 +65,11 @@ def _leaves(tree: dict[str, Any], params: Any, prefix: str) -> list[tuple[str, A
     return leaves
 
 
+def reading(preset: dict[str, Any], source: str) -> dict[str, Any]:
+    """``preset`` made to read the data at ``source`` instead of downloading it."""
+    return {**preset, "downloads": {}, "data": {**preset.get("data", {}), "source": source}}
+
+
 def load_preset(name: str) -> dict[str, Any]:
     path = PRESETS_DIR / f"{name}.yaml"
     if not path.is_file():
@@ -85,11 +90,7 @@ def main() -> None:
     args = parser.parse_args()
     preset = load_preset(args.name) if args.name else {}
     if args.data:
-        preset = {
-            **preset,
-            "downloads": {},
-            "data": {**preset.get("data", {}), "source": args.data},
-        }
+        preset = reading(preset, args.data)
     for override in overrides(preset, read_params_file(PARAMS_FILE)):
         print(override)
 
