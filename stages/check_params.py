@@ -18,10 +18,8 @@ from pathlib import Path
 from stages.common.cifar10 import IMAGES_PER_CLASS
 from stages.common.cli import run_command
 from stages.common.errors import ParamsError
-from stages.common.freezing import Freezer
 from stages.common.io import read_json
 from stages.common.layout import MANIFEST_FILE
-from stages.common.models import check_arch, check_weights_file, create_architecture, input_size
 from stages.common.overrides import with_overrides
 from stages.common.params import Params
 
@@ -50,6 +48,10 @@ def check_source(params: Params) -> None:
 
 
 def check_model(params: Params, name: str) -> None:
+    # imported here, after the cheap checks: timm's import takes seconds, a typo's error not
+    from stages.common.freezing import Freezer
+    from stages.common.models import check_arch, check_weights_file, create_architecture, input_size
+
     spec = params.models[name]
     key = f"models.{name}"
     if not name.replace("_", "").replace("-", "").isalnum():
@@ -62,8 +64,6 @@ def check_model(params: Params, name: str) -> None:
 
 def check(params: Params) -> None:
     check_source(params)
-    for name in params.models:
-        check_model(params, name)
     train_images = expected_train_images(params)
     if train_images is not None and params.train.batch_size > train_images:
         raise ParamsError(
@@ -71,6 +71,8 @@ def check(params: Params) -> None:
             f"({train_images} images with data.subset={params.data.subset}, "
             f"data.val_ratio={params.data.val_ratio})"
         )
+    for name in params.models:
+        check_model(params, name)
     log.info("params.yaml is valid (%d models: %s)", len(params.models), ", ".join(params.models))
 
 

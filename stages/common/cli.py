@@ -10,10 +10,12 @@ from stages.common.errors import StageError
 from stages.common.params import Params, load_params
 from stages.common.runtime import keep_freed_memory
 
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+
 
 def run_command(main: Callable[[], None]) -> None:
     """Call ``main()``; a StageError exits with one clear line and its exit code."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     keep_freed_memory()
     try:
         main()

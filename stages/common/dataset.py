@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from stages.common.errors import DataError, first_line
 from stages.common.io import NPZ_ERRORS, write_atomic
@@ -76,6 +75,10 @@ def subset_shortfall(raw: RawDataset, per_class: int) -> list[str]:
 
 def split_train_val(train: Split, val_ratio: float, seed: int) -> tuple[Split, Split]:
     """A deterministic split, stratified by class."""
+    # imported here: only prepare splits, and scikit-learn's import costs the other stages
+    # seconds each
+    from sklearn.model_selection import train_test_split
+
     counts = np.bincount(train.labels)
     smallest = int(counts[counts > 0].min())
     if round(smallest * val_ratio) < 1 or smallest - round(smallest * val_ratio) < 1:

@@ -8,8 +8,10 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # the data stages use this module and should not pay torch's import
+    import torch
 
 log = logging.getLogger(__name__)
 MAX_AUTO_WORKERS = 8
@@ -75,6 +77,8 @@ def use_amp(setting: str | bool, device: torch.device) -> bool:
 
 def autocast(device: torch.device, enabled: bool):
     """bf16 autocast on ``device`` when enabled; a no-op context otherwise."""
+    import torch
+
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
