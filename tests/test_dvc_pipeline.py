@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from tests import synthetic
-from tests.conftest import ROOT, offline_data, tiny_training_params, update_params
+from tests.conftest import ROOT, copy_project, offline_data, tiny_training_params, update_params
 
 pytestmark = pytest.mark.slow
 
@@ -177,16 +177,40 @@ def exp_show_columns(repo: Path) -> list[str]:
     return next(csv.reader(io.StringIO(table)))
 
 
-def test_full_pipeline_a_fourth_model_and_experiments(project):
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory, image_tar) -> Path:
+    """Two tiny models (resnet, vit) run through the whole pipeline and committed on main: the
+    starting point the experiment tests copy (git, DVC cache and all), so that the pipeline's
+    dozen stage processes run once for all of them."""
+    project = copy_project(tmp_path_factory.mktemp("baseline") / "repo")
+    update_params(project, **offline_data(image_tar))
     repo = init_repo(project, **tiny())
-    # a fourth model is an edit of params.yaml alone
+    keep_models(repo, ["resnet", "vit"])
+    run = dvc(repo, "repro")
+    for stage in ("prepare", "validate", "eda", "train@vit", "evaluate@vit", "compare"):
+        assert f"Running stage '{stage}'" in run.stdout, run.stdout
+    commit_all(repo, "baseline")
+    return repo
+
+
+@pytest.fixture
+def repo(baseline, tmp_path) -> Path:
+    """A copy of the baseline repository."""
+    return Path(shutil.copytree(baseline, tmp_path / "repo", symlinks=True))
+
+
+def test_full_pipeline_another_model_and_experiments(repo):
+    assert "Data and pipelines are up to date" in dvc(repo, "repro").stdout
+    comparison = json.loads((repo / "reports/comparison.json").read_text())["rows"]
+    assert [row["model"] for row in comparison] == ["resnet", "vit", "ensemble"]
+    # another model is an edit of params.yaml alone; the others are not touched
     update_params(
         repo,
         models={"resnet_b": {"arch": "test_resnet", "pretrained": False, "img_size": 32}},
     )
     run = dvc(repo, "repro")
     assert "Running stage 'train@resnet_b'" in run.stdout
-    assert "Data and pipelines are up to date" in dvc(repo, "repro").stdout
+    assert "Stage 'train@resnet' didn't change, skipping" in run.stdout
     shown = json.loads(dvc(repo, "metrics", "show", "--json").stdout)
     files = next(iter(shown.values()))["data"]
     assert set(files["metrics/evaluate/resnet_b.json"]["data"]) == {
@@ -197,64 +221,50 @@ def test_full_pipeline_a_fourth_model_and_experiments(project):
         "ece_scaled",
     }
     comparison = json.loads((repo / "reports/comparison.json").read_text())["rows"]
-    assert [row["model"] for row in comparison] == [
-        "resnet",
-        "efficientnet",
-        "vit",
-        "resnet_b",
-        "ensemble",
-    ]
+    assert [row["model"] for row in comparison] == ["resnet", "vit", "resnet_b", "ensemble"]
     plots = json.loads(dvc(repo, "plots", "show", "--json", "--split").stdout)["data"]
     assert "dvclive/resnet_b/plots/metrics/val/loss.tsv" in plots
     assert "evaluation/vit/live/plots/sklearn/confusion_matrix.json" in plots
     assert "plots/compare/comparison.png" in plots
-    commit_all(repo, "baseline")
+    commit_all(repo, "a third model")
 
     # a change to one model's section re-runs only that branch (and compare)
     only_vit = dvc(repo, "exp", "run", "-n", "vit-scale", "-S", "models.vit.lr_scale=3")
     assert "Stage 'train@resnet' didn't change, skipping" in only_vit.stdout
     assert "Running stage 'train@vit'" in only_vit.stdout
-    # a shared train key re-runs every model, each at its own scale of it
-    everything = dvc(repo, "exp", "run", "-n", "all-lr", "-S", "train.lr=0.002")
-    for model in ("resnet", "efficientnet", "vit", "resnet_b"):
-        assert f"Running stage 'train@{model}'" in everything.stdout
-    live_params = yaml.safe_load((repo / "dvclive/vit/params.yaml").read_text())
-    assert live_params["lr"] == pytest.approx(0.002)
     columns = exp_show_columns(repo)
-    assert len(columns) <= 52, columns  # 4 models + the ensemble; about 40 with three
-    assert "train.lr" in columns and "metrics/evaluate/vit.json:accuracy" in columns
+    assert len(columns) <= 40, (len(columns), columns)  # fits a wide terminal
+    assert "models.vit.lr_scale" in columns and "metrics/evaluate/vit.json:accuracy" in columns
     assert not any("per_class" in column or "drift" in column for column in columns)
-    diff = json.loads(dvc(repo, "plots", "diff", "HEAD", "all-lr", "--json", "--split").stdout)
+    diff = json.loads(dvc(repo, "plots", "diff", "HEAD", "vit-scale", "--json", "--split").stdout)
     for name in (
         "dvclive/vit/plots/metrics/val/loss.tsv",
         "evaluation/vit/live/plots/sklearn/confusion_matrix.json",
     ):
         revisions = {rev for entry in diff["data"][name] for rev in entry["revisions"]}
-        assert revisions == {"HEAD", "all-lr"}, (name, revisions)
+        assert revisions == {"HEAD", "vit-scale"}, (name, revisions)
+
+    # a shared train key moves every model (each at its own scale: tests/test_params.py)
+    git(repo, "checkout", "--", ".")
+    dvc(repo, "checkout")
+    update_params(repo, train={"lr": 0.002})
+    status = json.loads(dvc(repo, "status", "--json").stdout)
+    for model in ("resnet", "vit", "resnet_b"):
+        assert status[f"train@{model}"] == [
+            {"changed deps": {"params.yaml": {"train.lr": "modified"}}}
+        ], status
 
 
-def test_three_model_exp_show_fits_a_wide_terminal(project):
-    repo = init_repo(project, **tiny())
-    dvc(repo, "repro")
-    commit_all(repo, "baseline")
-    dvc(repo, "exp", "run", "-n", "lr", "-S", "train.lr=0.002")
-    columns = exp_show_columns(repo)
-    assert len(columns) <= 40, (len(columns), columns)
-
-
-def test_team_round_trip_through_a_remote(project, tmp_path):
-    """Member A runs and pushes; a fresh clone sees the results without pulling; member B
-    pulls everything and finds it up to date; experiments travel both ways."""
+def test_team_round_trip_through_a_remote(repo, tmp_path):
+    """Member A (the baseline's author) pushes; a fresh clone sees the results without
+    pulling; member B pulls everything and finds it up to date; experiments travel too."""
     origin = tmp_path / "origin.git"
     storage = tmp_path / "dvc-storage"
     git(tmp_path, "init", "-q", "--bare", "-b", "main", str(origin))
-    alice = init_repo(project, **tiny())
-    keep_models(alice, ["resnet", "vit"])
+    alice = repo
     dvc(alice, "remote", "add", "-d", "storage", str(storage))
-    commit_all(alice, "configure the remote")
-    dvc(alice, "repro")
     dvc(alice, "push")
-    commit_all(alice, "results")
+    commit_all(alice, "configure the remote")
     git(alice, "remote", "add", "origin", str(origin))
     git(alice, "push", "-q", "origin", "main")
 
@@ -278,12 +288,12 @@ def test_team_round_trip_through_a_remote(project, tmp_path):
         assert digest(bob / path) == digest(alice / path)
 
     # an experiment travels from A to B
-    dvc(alice, "exp", "run", "-n", "faster", "-S", "train.lr=0.003")
+    dvc(alice, "exp", "run", "-n", "faster", "-S", "models.resnet.lr_scale=3")
     dvc(alice, "exp", "push", "origin", "faster")
     dvc(bob, "exp", "pull", "origin", "faster")
     assert "faster" in dvc(bob, "exp", "show", "--csv").stdout
     dvc(bob, "exp", "apply", "faster")
-    assert yaml.safe_load((bob / "params.yaml").read_text())["train"]["lr"] == 0.003
+    assert yaml.safe_load((bob / "params.yaml").read_text())["models"]["resnet"]["lr_scale"] == 3
     assert digest(bob / "models/resnet/model.safetensors") == digest(
         alice / "models/resnet/model.safetensors"
     )
@@ -296,11 +306,8 @@ def keep_models(project: Path, names: list[str]) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def test_queued_experiments_run_in_parallel(project, image_tar):
-    repo = init_repo(project, **tiny())
-    keep_models(repo, ["resnet"])
-    commit_all(repo, "one model")
-    dvc(repo, "exp", "run", "--queue", "-S", "train.lr=0.001,0.002")
+def test_queued_experiments_run_in_parallel(repo):
+    dvc(repo, "exp", "run", "--queue", "-S", "models.resnet.lr_scale=0.5,2")
     dvc(repo, "queue", "start", "-j", "2")
     deadline = time.monotonic() + 1200
     while any(state in dvc(repo, "queue", "status").stdout for state in ("Queued", "Running")):
@@ -309,9 +316,9 @@ def test_queued_experiments_run_in_parallel(project, image_tar):
     dvc(repo, "queue", "stop", check=False)
     table = list(csv.DictReader(io.StringIO(dvc(repo, "exp", "show", "--csv").stdout)))
     results = {
-        row["train.lr"]: row["metrics/evaluate/resnet.json:accuracy"]
+        row["models.resnet.lr_scale"]: row["metrics/evaluate/resnet.json:accuracy"]
         for row in table
         if row["Experiment"] and row["State"] in ("", "Success")
     }
-    assert set(results) >= {"0.001", "0.002"}, table
+    assert set(results) >= {"0.5", "2"}, table
     assert all(float(value) > 0 for value in results.values())

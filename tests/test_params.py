@@ -9,7 +9,7 @@ import yaml
 
 from stages.common.errors import ParamsError
 from stages.common.params import load_params, parse_params
-from tests.conftest import ROOT, run_module, update_params
+from tests.conftest import ROOT, run_module, run_process, update_params
 
 SHIPPED = yaml.safe_load((ROOT / "params.yaml").read_text())
 
@@ -142,8 +142,9 @@ def test_mixing_needs_an_even_batch():
 
 
 def test_stage_exits_2_with_one_line_and_writes_nothing(project):
+    """In a real process, as DVC runs it (the other tests call stages inside pytest)."""
     update_params(project, data={"val_ratio": 1.5})
-    result = run_module(project, "stages.prepare")
+    result = run_process(project, "stages.prepare")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "error: data.val_ratio: Input should be less than 1 (got 1.5)"

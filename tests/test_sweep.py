@@ -15,6 +15,7 @@ import optuna
 import pytest
 import yaml
 
+from tests.conftest import run_module
 from tests.test_dvc_pipeline import commit_all, dvc, environment, init_repo, keep_models, tiny
 
 pytestmark = pytest.mark.slow
@@ -116,7 +117,7 @@ def test_a_sweep_with_pruning_records_every_trial_as_an_experiment(sweep_repo):
 
 
 def test_a_killed_sweep_continues_the_same_study(sweep_repo):
-    process = start_sweep(sweep_repo, "--trials", "3")
+    process = start_sweep(sweep_repo, "--trials", "2")
     deadline = time.monotonic() + 600
     log = sweep_repo / "sweeps" / STUDY / f"{STUDY}-t000.log"
     while "Running stage 'train@resnet'" not in (log.read_text() if log.exists() else ""):
@@ -128,14 +129,14 @@ def test_a_killed_sweep_continues_the_same_study(sweep_repo):
     assert [t.state for t in interrupted] == [optuna.trial.TrialState.RUNNING]
 
     time.sleep(4)  # past the heartbeat's grace period (3 x 1 s)
-    output = run_sweep(sweep_repo, "--trials", "3")
+    output = run_sweep(sweep_repo, "--trials", "2")
     trials = study(sweep_repo).trials
     finished = [
         t
         for t in trials
         if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     ]
-    assert len(finished) == 3, output
+    assert len(finished) == 2, output
     assert trials[0].state == optuna.trial.TrialState.FAIL  # the interrupted one, marked failed
     retried = [t for t in trials if t.system_attrs.get("failed_trial") == trials[0]._trial_id]
     assert len(retried) == 1 and retried[0].params == trials[0].params  # and re-queued
@@ -144,15 +145,15 @@ def test_a_killed_sweep_continues_the_same_study(sweep_repo):
 
 
 def test_two_processes_share_one_study(sweep_repo):
-    first = start_sweep(sweep_repo)
+    first = start_sweep(sweep_repo, "--trials", "2")
     time.sleep(3)  # the second joins a study with a trial under way
-    second = start_sweep(sweep_repo)
+    second = start_sweep(sweep_repo, "--trials", "2")
     for process in (first, second):
         output, _ = process.communicate(timeout=1800)
         assert process.returncode == 0, output
     trials = study(sweep_repo).trials
     finished = [t for t in trials if t.state != optuna.trial.TrialState.FAIL]
-    assert 4 <= len(finished) <= 5  # each stops once the study has its 4 (one may be mid-run)
+    assert 2 <= len(finished) <= 3  # each stops once the study has its 2 (one may be mid-run)
     assert len({t.user_attrs["worker"] for t in trials}) == 2
     assert len({t.user_attrs["experiment"] for t in trials}) == len(trials)
 
@@ -174,13 +175,7 @@ def test_a_bad_search_space_stops_before_any_trial(project, space, expected):
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["tune"]["space"] = space
     (project / "params.yaml").write_text(yaml.safe_dump(params))
-    result = subprocess.run(
-        [sys.executable, "-m", "stages.sweep", "resnet"],
-        cwd=project,
-        env=sweep_environment(project),
-        capture_output=True,
-        text=True,
-    )
+    result = run_module(project, "stages.sweep", "resnet")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [expected] or expected in result.stderr
     assert not (project / "sweeps").exists()

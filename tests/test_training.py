@@ -149,7 +149,7 @@ def kill_after_first_epoch(project: Path) -> None:
 
 
 def test_kill_9_then_resume_equals_an_uninterrupted_run(ready_project, tmp_path):
-    update_params(ready_project, train={"epochs": 6})
+    update_params(ready_project, train={"epochs": 3})
     uninterrupted = Path(shutil.copytree(ready_project, tmp_path / "uninterrupted"))
     assert train(uninterrupted).returncode == 0
 
@@ -161,7 +161,7 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(ready_project, tmp_path)
     assert metrics(ready_project) == metrics(uninterrupted)
     # one continuous history, identical values
     assert history(ready_project, "val/loss") == history(uninterrupted, "val/loss")
-    assert [s for s, _ in history(ready_project, "train/loss")] == list(range(6))
+    assert [s for s, _ in history(ready_project, "train/loss")] == list(range(3))
     ours = ModelCheckpoint.load(ready_project / "models/resnet/model.safetensors").weights
     theirs = ModelCheckpoint.load(uninterrupted / "models/resnet/model.safetensors").weights
     for key, tensor in theirs.items():
@@ -169,14 +169,14 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(ready_project, tmp_path)
 
 
 def test_changed_params_start_fresh(ready_project):
-    update_params(ready_project, train={"epochs": 6})
+    update_params(ready_project, train={"epochs": 3})
     kill_after_first_epoch(ready_project)
-    update_params(ready_project, train={"epochs": 6, "lr": 0.002})
+    update_params(ready_project, train={"epochs": 3, "lr": 0.002})
     result = train(ready_project)
     assert result.returncode == 0
     assert "is from other params or code" in result.stderr and "starting fresh" in result.stderr
     assert "resuming" not in result.stderr
-    assert "resnet epoch 1/6" in result.stderr
+    assert "resnet epoch 1/3" in result.stderr
 
 
 def test_corrupt_resume_state_is_refused(ready_project):
