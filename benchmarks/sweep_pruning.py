@@ -33,6 +33,8 @@ SPACE = {
 
 def command(repo: Path, *args: str) -> None:
     env = {**os.environ, "PYTHONPATH": str(repo), "DVC_NO_ANALYTICS": "1"}
+    # DVC runs the stages' `python -m ...` from PATH: this interpreter's, activated or not
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     for key in ("AUTHOR", "COMMITTER"):
         env.setdefault(f"GIT_{key}_NAME", "benchmark")
         env.setdefault(f"GIT_{key}_EMAIL", "benchmark@example.com")

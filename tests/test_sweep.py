@@ -138,7 +138,8 @@ def test_a_killed_sweep_continues_the_same_study(sweep_repo):
     ]
     assert len(finished) == 2, output
     assert trials[0].state == optuna.trial.TrialState.FAIL  # the interrupted one, marked failed
-    retried = [t for t in trials if t.system_attrs.get("failed_trial") == trials[0]._trial_id]
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback
+    retried = [t for t in trials if retry.retried_trial_number(t) == trials[0].number]
     assert len(retried) == 1 and retried[0].params == trials[0].params  # and re-queued
     numbers = [t.number for t in trials]
     assert len(numbers) == len(set(numbers))
