@@ -76,13 +76,17 @@ def update_params(project: Path, **sections) -> dict:
     return params
 
 
+def stage_environment(project: Path) -> dict[str, str]:
+    """The environment a stage process started in ``project`` runs with: its code first."""
+    return {**os.environ, "PYTHONPATH": str(project)}
+
+
 def run_process(project: Path, module: str, *args: str, timeout: int = 600):
     """Run ``python -m module`` in ``project`` as DVC would; returns the CompletedProcess."""
-    env = {**os.environ, "PYTHONPATH": str(project)}
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=project,
-        env=env,
+        env=stage_environment(project),
         capture_output=True,
         text=True,
         timeout=timeout,

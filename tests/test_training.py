@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -18,7 +17,7 @@ import torch
 
 from stages.common.checkpoint import ModelCheckpoint
 from tests import synthetic
-from tests.conftest import run_module, update_params
+from tests.conftest import run_module, stage_environment, update_params
 
 TIMING = {"train/images_per_second", "train_minutes"}
 
@@ -135,11 +134,10 @@ def wait_for(path: Path, timeout: float = 120) -> None:
 
 def kill_after_first_epoch(project: Path) -> None:
     """Start training and kill -9 it as soon as one epoch is saved (mid-epoch two)."""
-    env = {**os.environ, "PYTHONPATH": str(project)}
     process = subprocess.Popen(
         [sys.executable, "-m", "stages.train", "resnet"],
         cwd=project,
-        env=env,
+        env=stage_environment(project),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -192,7 +190,7 @@ def test_corrupt_resume_state_is_refused(ready_project):
 
 def test_ddp_on_cpu_with_two_processes(ready_project):
     update_params(ready_project, train={"epochs": 2, "batch_size": 32})
-    env = {**os.environ, "PYTHONPATH": str(ready_project), "OMP_NUM_THREADS": "1"}
+    env = {**stage_environment(ready_project), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [
             sys.executable,
