@@ -73,7 +73,8 @@ def check(params: Params) -> None:
         )
     for name in params.models:
         check_model(params, name)
-    log.info("params.yaml is valid (%d models: %s)", len(params.models), ", ".join(params.models))
+    count = f"{len(params.models)} model{'s' if len(params.models) != 1 else ''}"
+    log.info("params.yaml is valid (%s: %s)", count, ", ".join(params.models))
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ import yaml
 
 from stages.common.errors import ParamsError
 from stages.common.params import load_params, parse_params
-from tests.conftest import ROOT, run_module, run_process, update_params
+from tests.conftest import ROOT, copy_project, run_module, run_process, update_params
 
 SHIPPED = yaml.safe_load((ROOT / "params.yaml").read_text())
 
@@ -177,3 +177,14 @@ def test_check_params_accepts_the_shipped_file(project):
     result = run_module(project, "stages.check_params")
     assert result.returncode == 0, result.stderr
     assert "params.yaml is valid (3 models: resnet, efficientnet, vit)" in result.stderr
+
+
+@pytest.mark.parametrize("preset", sorted(path.stem for path in (ROOT / "presets").glob("*.yaml")))
+def test_every_preset_makes_a_valid_params_file(tmp_path, image_tar, preset):
+    project = copy_project(tmp_path / "project", extra=("presets",))
+    made = run_module(project, "stages.preset", preset, "--data", str(image_tar))
+    assert made.returncode == 0, made.stderr
+    overrides = [arg for line in made.stdout.splitlines() for arg in ("-S", line)]
+    checked = run_module(project, "stages.check_params", *overrides)
+    assert checked.returncode == 0, checked.stderr
+    assert "params.yaml is valid" in checked.stderr
