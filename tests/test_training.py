@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import shutil
 import signal
@@ -16,8 +17,9 @@ import timm
 import torch
 
 from stages.common.checkpoint import ModelCheckpoint
+from stages.common.engine import build_scheduler
 from tests import synthetic
-from tests.conftest import run_module, stage_environment, update_params
+from tests.conftest import run_module, shipped, stage_environment, update_params
 
 TIMING = {"train/images_per_second", "train_minutes"}
 
@@ -110,6 +112,29 @@ def test_augmentation_mixing_ema_and_poly_schedule_run(ready_project):
     result = train(ready_project)
     assert result.returncode == 0, result.stderr
     assert metrics(ready_project)["epochs_run"] == 2
+
+
+def test_warm_up_reaches_the_peak_and_hands_over_to_the_decay_without_a_jump():
+    train = shipped(
+        train={
+            "epochs": 6,
+            "scheduler": "poly",
+            "warmup_epochs": 1.5,
+            "warmup_lr_ratio": 0.2,
+            "min_lr_ratio": 0.07,
+        }
+    ).train
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.75)
+    scheduler = build_scheduler(optimizer, train, 0.75, steps_per_epoch=10)
+    rates = []
+    for step in range(60):  # as the Trainer: the lr of step s is set after step s - 1
+        rates.append(optimizer.param_groups[0]["lr"])
+        scheduler.step_update(step + 1)
+    assert rates[0] == pytest.approx(0.15)
+    assert max(rates) == pytest.approx(0.75) and rates.index(max(rates)) == 15
+    decay_slope = (0.75 - 0.75 * 0.07) / 45
+    steps = [after - before for before, after in itertools.pairwise(rates[15:])]
+    assert steps == pytest.approx([-decay_slope] * len(steps))
 
 
 def test_early_stopping(ready_project):

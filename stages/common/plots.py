@@ -9,6 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 ENSEMBLE_COLOUR = "dimgray"
 
@@ -216,6 +217,7 @@ def training_curves_figure(
                 axis.plot(epochs, series[key], "o-", color=colours[name], label=name, markersize=3)
         axis.set_title(key)
         axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.5
         axis.grid(alpha=0.3)
     axes[0, 0].legend()
     figure.suptitle("Training curves, all models")
