@@ -137,6 +137,18 @@ def test_warm_up_reaches_the_peak_and_hands_over_to_the_decay_without_a_jump():
     assert steps == pytest.approx([-decay_slope] * len(steps))
 
 
+@pytest.mark.parametrize("scheduler", ["cosine", "poly", "step", "constant"])
+def test_a_warm_up_of_almost_the_whole_run_leaves_a_step_to_decay(scheduler):
+    train = shipped(train={"epochs": 1, "scheduler": scheduler, "warmup_epochs": 0.99}).train
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    scheduler_ = build_scheduler(optimizer, train, 0.1, steps_per_epoch=10)
+    rates = []
+    for step in range(10):
+        rates.append(optimizer.param_groups[0]["lr"])
+        scheduler_.step_update(step + 1)
+    assert max(rates) == pytest.approx(0.1) and min(rates) >= 0
+
+
 def test_early_stopping(ready_project):
     # a learning rate this high makes validation loss worse after the first epoch
     update_params(

@@ -147,12 +147,15 @@ def build_scheduler(
 
     The warm-up is a prefix (timm's ``warmup_prefix``): without it timm lays the decay over
     the whole run and the warm-up hands over to an lr already decayed (a drop from 0.75 to
-    0.59 at the end of the CPU preset's warm-up)."""
-    warmup_steps = round(params.warmup_epochs * steps_per_epoch)
+    0.59 at the end of the CPU preset's warm-up). Step decays count from the warm-up's end."""
+    total_steps = params.epochs * steps_per_epoch
+    # at least one step after the warm-up: timm's decaying schedules need a length > 0, and
+    # check_params accepts any warm-up shorter than the run (0.99 of 1 epoch of 10 steps)
+    warmup_steps = min(round(params.warmup_epochs * steps_per_epoch), total_steps - 1)
     scheduler, _ = create_scheduler_v2(
         optimizer,
         sched=params.scheduler,
-        num_epochs=params.epochs * steps_per_epoch - warmup_steps,
+        num_epochs=total_steps - warmup_steps,
         decay_epochs=params.step_epochs * steps_per_epoch,
         decay_rate=1.0 if params.scheduler == "poly" else params.gamma,
         min_lr=lr * params.min_lr_ratio,
