@@ -29,7 +29,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
 from torchvision import transforms as v1
 
-from stages.common.augment import AugmentedImages, EpochIndices, sample_transform
+from stages.common.augment import AugmentedImages, EpochIndices, whole_batch
 from stages.common.checkpoint import Preprocessing
 from stages.common.cifar10 import MEAN, STD
 from stages.common.dataset import PreparedData, Split
@@ -107,13 +107,14 @@ def input_pipeline(images: np.ndarray, labels: np.ndarray, workers: int, batch: 
     pin = on.type == "cuda"
     seed = DataLoader(SeedDataset(images), batch_size=batch, num_workers=workers, pin_memory=pin)
     augment = shipped_train_params(augment={"strategy": "aggressive"}).augment
-    ours_dataset = AugmentedImages(
-        torch.from_numpy(images), torch.from_numpy(labels), sample_transform(augment), seed=0
+    ours_dataset = AugmentedImages.for_params(
+        torch.from_numpy(images), torch.from_numpy(labels), augment, seed=0
     )
     ours = DataLoader(
         ours_dataset,
         batch_size=batch,
         sampler=EpochIndices(SequentialSampler(range(len(images)))),
+        collate_fn=whole_batch,
         num_workers=workers,
         pin_memory=pin,
     )

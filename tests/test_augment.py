@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torchvision.transforms import v2
 
-from stages.common.augment import AugmentedImages, BatchMixer, EpochIndices, sample_transform
+from stages.common.augment import (
+    AugmentedImages,
+    BatchMixer,
+    CropFlip,
+    EpochIndices,
+    sample_transform,
+    whole_batch,
+)
 from stages.common.checkpoint import Preprocessing
 from stages.common.inference import DeviceInput
 from stages.common.params import AugmentParams
@@ -30,7 +38,7 @@ def images() -> torch.Tensor:
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_strategies_keep_uint8_32px_and_labels(images, strategy):
     labels = torch.arange(len(images)) % 10
-    dataset = AugmentedImages(images, labels, sample_transform(augment(strategy=strategy)), 0)
+    dataset = AugmentedImages.for_params(images, labels, augment(strategy=strategy), 0)
     outputs = [dataset[(0, i)] for i in range(len(dataset))]
     for index, (image, label) in enumerate(outputs):
         assert image.shape == (3, 32, 32) and image.dtype == torch.uint8
@@ -92,14 +100,17 @@ def test_a_samples_augmentation_depends_on_seed_epoch_and_index_only(images):
     """Not on the worker or on the samples drawn before it: the same run with any number of
     DataLoader workers, and a resumed run repeats the uninterrupted one."""
     labels = torch.zeros(len(images), dtype=torch.long)
-    dataset = AugmentedImages(images, labels, sample_transform(augment(strategy="aggressive")), 7)
+    dataset = AugmentedImages.for_params(images, labels, augment(strategy="aggressive"), 7)
     first = dataset[(3, 5)][0]
     torch.manual_seed(123)  # whatever the global generator did before
     for index in range(10):
         dataset[(3, index)]
     assert torch.equal(dataset[(3, 5)][0], first)
     assert not torch.equal(dataset[(4, 5)][0], first)  # another epoch, another draw
-    assert not torch.equal(AugmentedImages(images, labels, dataset.transform, 8)[(3, 5)][0], first)
+    other_seed = AugmentedImages.for_params(images, labels, augment(strategy="aggressive"), 8)
+    assert not torch.equal(other_seed[(3, 5)][0], first)
+    batch, _ = dataset.__getitems__([(3, 4), (3, 5)])
+    assert torch.equal(batch[1], first)  # a batch's sample is the sample served alone
     state = torch.random.get_rng_state()
     dataset[(0, 0)]
     assert torch.equal(torch.random.get_rng_state(), state)  # the global generator is untouched
@@ -109,3 +120,68 @@ def test_epoch_indices_tag_each_index_with_the_epoch():
     sampler = EpochIndices(torch.utils.data.SequentialSampler(range(3)))
     sampler.set_epoch(2)
     assert list(sampler) == [(2, 0), (2, 1), (2, 2)] and len(sampler) == 3
+
+
+def _reference_crop_flip(image: torch.Tensor, padding: int, top: int, left: int, flip: bool):
+    """torchvision's reflect-padded crop and flip of one uint8 (H, W, 3) image."""
+    chw = image.permute(2, 0, 1)
+    padded = v2.functional.pad(chw, [padding], padding_mode="reflect")
+    crop = v2.functional.crop(padded, top, left, *chw.shape[1:])
+    return v2.functional.horizontal_flip(crop) if flip else crop
+
+
+@pytest.mark.parametrize("padding", [0, 2, 4, 16])
+def test_batch_crop_and_flip_match_torchvisions_per_image_crop_and_flip(images, padding):
+    crop_flip = CropFlip(len(images), padding, "random", seed=3)
+    index = torch.tensor([5, 0, 39, 5, 17])
+    batch = crop_flip(images, index, epoch=2)
+    offsets, flips = crop_flip.draws(2)
+    assert batch.shape == (5, 3, 32, 32) and batch.dtype == torch.uint8
+    for row, i in enumerate(index.tolist()):
+        top, left = offsets[i].tolist()
+        expected = _reference_crop_flip(images[i], padding, top, left, bool(flips[i]))
+        assert torch.equal(batch[row], expected), (padding, i, top, left)
+    assert {0, 2 * padding} <= set(offsets.flatten().tolist()) <= set(range(2 * padding + 1))
+
+
+def test_random_flip_mirrors_about_half_and_alternate_flip_mirrors_every_other_epoch():
+    count = 2000
+    random = CropFlip(count, 0, "random", seed=1)
+    alternate = CropFlip(count, 0, "alternate", seed=1)
+    first, second, third = (alternate.draws(epoch)[1].clone() for epoch in (0, 1, 2))
+    assert 0.45 < first.float().mean() < 0.55
+    assert torch.equal(second, ~first) and torch.equal(third, first)
+    random_first, random_second = (random.draws(epoch)[1].clone() for epoch in (0, 1))
+    assert 0.45 < random_first.float().mean() < 0.55
+    # independent draws: about a quarter of the images are flipped in both epochs
+    assert 0.2 < (random_first & random_second).float().mean() < 0.3
+    assert not CropFlip(count, 0, "none", seed=1).draws(0)[1].any()
+
+
+@pytest.mark.parametrize(("strategy", "workers"), [("standard", 0), ("randaugment", 2)])
+def test_a_loader_serves_whole_augmented_batches_that_do_not_depend_on_workers(
+    images, strategy, workers
+):
+    labels = torch.arange(len(images)) % 10
+    dataset = AugmentedImages.for_params(images, labels, augment(strategy=strategy), 0)
+    assert (dataset.transform is None) == (strategy == "standard")
+
+    def epoch_batches(worker_count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        sampler = EpochIndices(torch.utils.data.SequentialSampler(range(len(images))))
+        sampler.set_epoch(1)
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_size=16,
+            sampler=sampler,
+            collate_fn=whole_batch,
+            num_workers=worker_count,
+        )
+        return list(loader)
+
+    batches = epoch_batches(workers)
+    assert [len(x) for x, _ in batches] == [16, 16, 8]
+    assert torch.equal(torch.cat([y for _, y in batches]), labels)
+    served_alone = torch.stack([dataset[(1, i)][0] for i in range(len(images))])
+    assert torch.equal(torch.cat([x for x, _ in batches]), served_alone)
+    if workers:
+        assert torch.equal(torch.cat([x for x, _ in epoch_batches(0)]), served_alone)

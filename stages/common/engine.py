@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from stages.common.augment import AugmentedImages, BatchMixer, EpochIndices, sample_transform
+from stages.common.augment import AugmentedImages, BatchMixer, EpochIndices, whole_batch
 from stages.common.checkpoint import Preprocessing, load_resume_state, save_resume_state
 from stages.common.dataset import PreparedData
 from stages.common.errors import ParamsError
@@ -219,7 +219,13 @@ class Trainer:
         function of (seed, epoch) and augmentation of (seed, epoch, index), so the worker
         count changes nothing but speed."""
         data = self.run.data.train
-        workers = loader_workers(self.params.workers)
+        dataset = AugmentedImages.for_params(
+            torch.from_numpy(data.images),
+            torch.from_numpy(data.labels),
+            self.params.augment,
+            self.run.seed,
+        )
+        workers = loader_workers(self.params.workers, dataset.transform is not None)
         if self.distributed.is_main:
             log.info(
                 "%s: %d DataLoader worker(s) (train.workers=%s; %d CPUs available), device %s, "
@@ -232,17 +238,12 @@ class Trainer:
                 "on" if self.amp else "off",
                 "on" if self.channels_last else "off",
             )
-        dataset = AugmentedImages(
-            torch.from_numpy(data.images),
-            torch.from_numpy(data.labels),
-            sample_transform(self.params.augment),
-            self.run.seed,
-        )
         return DataLoader(
             dataset,
             batch_size=self.local_batch,
             sampler=self.sampler,
             drop_last=True,
+            collate_fn=whole_batch,
             num_workers=workers,
             pin_memory=self.device.type == "cuda",
             persistent_workers=workers > 0,

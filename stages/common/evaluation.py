@@ -93,7 +93,7 @@ def infer(
         data.test.images,
         loaded.device_input,
         settings.batch_size,
-        flip_tta=settings.tta,
+        tta=settings.tta,
         progress=f"{name} test",
     )
     seconds = time.perf_counter() - started
@@ -102,7 +102,7 @@ def infer(
         data.val.images,
         loaded.device_input,
         settings.batch_size,
-        flip_tta=settings.tta,
+        tta=settings.tta,
     )
     return Inference(test.double().numpy(), val.double().numpy(), seconds)
 

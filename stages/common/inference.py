@@ -56,10 +56,11 @@ def predict_logits(
     device_input: DeviceInput,
     batch_size: int,
     amp: bool = False,
-    flip_tta: bool = False,
+    tta: str = "none",
     progress: str | None = None,
 ) -> torch.Tensor:
-    """Logits (float32, CPU) for uint8 NHWC ``images``, in order; eval mode, no augmentation."""
+    """Logits (float32, CPU) for uint8 NHWC ``images``, in order; eval mode, test-time
+    augmentation ``tta`` (see :func:`tta_logits`)."""
     model.eval()
     outputs = []
     total = -(-len(images) // batch_size)
@@ -68,11 +69,26 @@ def predict_logits(
         batches, total=total, desc=progress, disable=None if progress else True, leave=False
     ):
         with autocast(device_input.device, amp):
-            logits = model(inputs).float()
-            if flip_tta:
-                logits = (logits + model(inputs.flip(-1)).float()) / 2
+            logits = tta_logits(model, inputs, tta)
         outputs.append(logits.cpu())
     return torch.cat(outputs)
+
+
+def tta_logits(model: nn.Module, inputs: torch.Tensor, tta: str) -> torch.Tensor:
+    """Float32 logits of ``inputs``: ``none``, the model's; ``flip``, the mean over the batch
+    and its mirror image; ``flip_translate``, airbench94's: half that, half the flip mean of
+    two views shifted by one pixel (reflect padding, up-left and down-right)."""
+    logits = model(inputs).float()
+    if tta == "none":
+        return logits
+    mirrored = (logits + model(inputs.flip(-1)).float()) / 2
+    if tta == "flip":
+        return mirrored
+    height, width = inputs.shape[-2:]
+    padded = F.pad(inputs, (1, 1, 1, 1), mode="reflect")
+    shifted = (padded[..., :height, :width], padded[..., 2:, 2:])
+    translated = sum(tta_logits(model, view, "flip") for view in shifted) / 2
+    return (mirrored + translated) / 2
 
 
 def inference_device() -> torch.device:

@@ -73,6 +73,7 @@ class EdaParams(Section):
 class AugmentParams(Section):
     strategy: Literal["none", "standard", "aggressive", "randaugment", "trivialaugment"]
     crop_padding: Annotated[StrictInt, Field(ge=0, le=16)]
+    flip: Literal["random", "alternate"]
     randaugment_magnitude: Annotated[StrictInt, Field(ge=0, le=30)]
     randaugment_ops: PositiveInt
     cutmix: NonNegativeFloat
@@ -147,7 +148,7 @@ class ModelParams(Section):
 
 class EvaluateParams(Section):
     batch_size: PositiveInt
-    tta: bool
+    tta: Literal["none", "flip", "flip_translate"]
     calibration_bins: Annotated[StrictInt, Field(ge=2)]
     grid_size: PositiveInt
     gradcam_samples: PositiveInt

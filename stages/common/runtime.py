@@ -50,10 +50,12 @@ def _cgroup_cpu_quota() -> int | None:
     return None
 
 
-def loader_workers(setting: str | int) -> int:
-    """DataLoader worker processes for ``train.workers`` ('auto': the usable CPUs, at most 8)."""
+def loader_workers(setting: str | int, per_sample_work: bool = True) -> int:
+    """DataLoader worker processes for ``train.workers`` ('auto': the usable CPUs, at most 8;
+    none when the augmentation has no per-sample work, as a batch's crop and flip cost less
+    than handing the batch over from a worker, and on a CPU workers take cores from training)."""
     if setting == "auto":
-        return min(available_cpus(), MAX_AUTO_WORKERS)
+        return min(available_cpus(), MAX_AUTO_WORKERS) if per_sample_work else 0
     return int(setting)
 
 
