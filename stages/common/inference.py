@@ -120,5 +120,7 @@ def load_model(path: Path | str, device: torch.device | None = None) -> LoadedMo
             f"{path}: weights do not fit '{info.arch}' ({first_line(error, prefer='key')})"
         ) from None
     device = device or inference_device()
-    model.to(device).eval()
-    return LoadedModel(model, info, DeviceInput(info.preprocessing, device))
+    # channels_last on every device: twice the images/s of the default layout for airbench on
+    # a 2-core CPU, and what CUDA convolutions prefer
+    model.to(device, memory_format=torch.channels_last).eval()
+    return LoadedModel(model, info, DeviceInput(info.preprocessing, device, channels_last=True))
