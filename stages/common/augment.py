@@ -167,7 +167,10 @@ class AugmentedImages(Dataset):
         batch = self.crop_flip(self.images, index, epoch)
         if self.transform is not None:
             batch = torch.stack(
-                [self._transform(image, epoch, int(i)) for image, i in zip(batch, index)]
+                [
+                    _seeded(self.transform, image, self._sample_seed(epoch, int(i)))
+                    for image, i in zip(batch, index)
+                ]
             )
         return batch, self.labels[index]
 
@@ -175,13 +178,18 @@ class AugmentedImages(Dataset):
         images, labels = self.__getitems__([key])
         return images[0], labels[0]
 
-    def _transform(self, image: torch.Tensor, epoch: int, index: int) -> torch.Tensor:
-        # v2 transforms draw from torch's global generator; seeding it per sample (and putting
-        # it back afterwards) makes the draw independent of the worker and of the samples
-        # served before it, and leaves the training loop's own draws alone
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.seed * _SEED_STRIDE + epoch) * _SEED_STRIDE + index)
-            return self.transform(image)
+    def _sample_seed(self, epoch: int, index: int) -> int:
+        return (self.seed * _SEED_STRIDE + epoch) * _SEED_STRIDE + index
+
+
+def _seeded(transform: v2.Transform, image: torch.Tensor, seed: int) -> torch.Tensor:
+    """``transform(image)`` drawing from ``seed``. v2 transforms draw from torch's global
+    generator; seeding it per sample (and putting it back afterwards) makes the draw independent
+    of the worker and of the samples served before it, and leaves the training loop's own draws
+    alone."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return transform(image)
 
 
 class BatchMixer:
