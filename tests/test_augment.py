@@ -151,6 +151,7 @@ def test_random_flip_mirrors_about_half_and_alternate_flip_mirrors_every_other_e
     first, second, third = (alternate.draws(epoch)[1].clone() for epoch in (0, 1, 2))
     assert 0.45 < first.float().mean() < 0.55
     assert torch.equal(second, ~first) and torch.equal(third, first)
+    assert torch.equal(first, random.draws(0)[1])  # alternating starts from the random draw
     random_first, random_second = (random.draws(epoch)[1].clone() for epoch in (0, 1))
     assert 0.45 < random_first.float().mean() < 0.55
     # independent draws: about a quarter of the images are flipped in both epochs

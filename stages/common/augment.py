@@ -65,17 +65,21 @@ class CropFlip:
     def draws(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Every image's (row, column) crop offset in the padded image and whether it flips."""
         if self._epoch != epoch:
-            generator = torch.Generator().manual_seed(self.seed * _SEED_STRIDE + epoch)
-            offsets = torch.randint(0, 2 * self.padding + 1, (self.count, 2), generator=generator)
+            flips, offsets = self._random_draws(epoch)
             if self.flip == "alternate":
-                first = torch.Generator().manual_seed(self.seed * _SEED_STRIDE)
-                flips = (torch.rand(self.count, generator=first) < 0.5) ^ bool(epoch % 2)
-            elif self.flip == "random":
-                flips = torch.rand(self.count, generator=generator) < 0.5
-            else:
+                flips = self._random_draws(0)[0] ^ bool(epoch % 2)
+            elif self.flip == "none":
                 flips = torch.zeros(self.count, dtype=torch.bool)
             self._epoch, self._draws = epoch, (offsets, flips)
         return self._draws
+
+    def _random_draws(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Epoch ``epoch``'s random flips, then its offsets, from one generator: alternating
+        flips reuse epoch 0's flips, which must not be the draws its offsets came from."""
+        generator = torch.Generator().manual_seed(_epoch_seed(self.seed, epoch))
+        flips = torch.rand(self.count, generator=generator) < 0.5
+        offsets = torch.randint(0, 2 * self.padding + 1, (self.count, 2), generator=generator)
+        return flips, offsets
 
     def __call__(self, images: torch.Tensor, index: torch.Tensor, epoch: int) -> torch.Tensor:
         """uint8 (B, 3, H, W) crops of ``images[index]`` (uint8 NHWC, the whole data set)."""
@@ -87,6 +91,10 @@ class CropFlip:
         columns = _reflect(offsets[index, 1:] - self.padding + columns, width)
         batch = images[index[:, None, None], rows[:, :, None], columns[:, None, :]]
         return batch.permute(0, 3, 1, 2).contiguous()
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return seed * _SEED_STRIDE + epoch
 
 
 def _reflect(positions: torch.Tensor, size: int) -> torch.Tensor:
@@ -179,7 +187,7 @@ class AugmentedImages(Dataset):
         return images[0], labels[0]
 
     def _sample_seed(self, epoch: int, index: int) -> int:
-        return (self.seed * _SEED_STRIDE + epoch) * _SEED_STRIDE + index
+        return _epoch_seed(self.seed, epoch) * _SEED_STRIDE + index
 
 
 def _seeded(transform: v2.Transform, image: torch.Tensor, seed: int) -> torch.Tensor:
