@@ -79,7 +79,7 @@ def recipe_runs(data: str, weights: str | None, quick: bool) -> dict[str, Any]:
                 *subset,
                 f"train.epochs={epochs}",
                 f"models.airbench.arch={'airbench_small' if quick else 'airbench'}",
-                "train.batch_size=64" if quick else "train.batch_size=512",
+                *(["train.batch_size=64"] if quick else []),  # else the preset's
                 "train.workers=auto",
             ],
             preset="cpu",

@@ -4,8 +4,9 @@
     python -m stages.predict models/vit/model.safetensors img/ --top-k 3 --out preds.csv
 
 Images of any size or mode are converted the way CIFAR-10 was made (RGB, shorter side to
-32 px, centre crop). Probabilities are temperature-scaled when evaluation fitted a temperature
-for that model (evaluation/<model>/details.json) or --temperature is given. A file that cannot
+32 px, centre crop). For a model of params.yaml that evaluation has scored
+(evaluation/<model>/details.json), predictions use the test-time augmentation it used and the
+temperature it fitted on those logits; --tta and --temperature override them. A file that cannot
 be read gets an error in its row; the others are still classified. Output: a table on stdout,
 or CSV/JSON with --out.
 """
@@ -17,6 +18,7 @@ import csv
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import torch
@@ -28,6 +30,7 @@ from stages.common.images import IMAGE_SUFFIXES, decode_image
 from stages.common.inference import LoadedModel, load_model, predict_logits
 from stages.common.io import read_json, write_json
 from stages.common.layout import paths
+from stages.common.params import TtaMode
 
 log = logging.getLogger("predict")
 
@@ -39,20 +42,32 @@ class Prediction:
     error: str = ""
 
 
-def resolve_model(model: str) -> tuple[Path, float | None]:
-    """A checkpoint path, or a model name of params.yaml with its fitted temperature."""
+@dataclass
+class Evaluated:
+    """What evaluation settled for a model: the TTA it scored with, the temperature it fitted."""
+
+    checkpoint: Path
+    temperature: float | None = None
+    tta: str = "none"
+
+
+def resolve_model(model: str) -> Evaluated:
+    """A checkpoint path, or a model name of params.yaml with its evaluation's settings."""
     candidate = Path(model)
     if candidate.suffix == ".safetensors" or candidate.is_file():
-        return candidate, None
+        return Evaluated(candidate)
     where = paths(model)
     if not where.checkpoint.is_file():
         raise ParamsError(
             f"{model}: neither a checkpoint file nor a trained model "
             f"({where.checkpoint} not found; `dvc pull` or `dvc repro train@{model}`)"
         )
-    details = where.evaluation_details
-    temperature = read_json(details)["calibration"]["temperature"] if details.is_file() else None
-    return where.checkpoint, temperature
+    if not where.evaluation_details.is_file():
+        return Evaluated(where.checkpoint)
+    details = read_json(where.evaluation_details)
+    return Evaluated(
+        where.checkpoint, details["calibration"]["temperature"], details.get("tta", "none")
+    )
 
 
 def image_files(inputs: list[Path]) -> list[Path]:
@@ -94,6 +109,7 @@ def classify(
     rows: list[Prediction],
     top_k: int,
     temperature: float,
+    tta: str,
     batch_size: int,
 ) -> None:
     if not len(images):
@@ -103,6 +119,7 @@ def classify(
         images,
         loaded.device_input,
         batch_size,
+        tta=tta,
         progress="classifying" if len(images) > batch_size else None,
     )
     probabilities = torch.softmax(logits.double() / temperature, 1).numpy()
@@ -151,28 +168,33 @@ def main() -> None:
     parser.add_argument("inputs", nargs="+", type=Path, help="image files and folders")
     parser.add_argument("--top-k", type=int, default=3)
     parser.add_argument("--temperature", type=float, help="override the fitted temperature")
+    parser.add_argument(
+        "--tta", choices=get_args(TtaMode), help="override the evaluation's test-time augmentation"
+    )
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--out", type=Path, help="a .csv or .json file (default: print a table)")
     args = parser.parse_args()
     if args.out is not None and args.out.suffix not in (".csv", ".json"):
         raise ParamsError(f"--out: '{args.out}' must end in .csv or .json")
-    checkpoint, fitted = resolve_model(args.model)
-    temperature = args.temperature or fitted or 1.0
+    evaluated = resolve_model(args.model)
+    temperature = args.temperature or evaluated.temperature or 1.0
+    tta = args.tta or evaluated.tta
     if args.temperature is not None and args.temperature <= 0:
         raise ParamsError(f"--temperature: must be > 0, got {args.temperature}")
-    loaded = load_model(checkpoint)
+    loaded = load_model(evaluated.checkpoint)
     top_k = max(1, min(args.top_k, len(loaded.classes)))
     files = image_files(args.inputs)
     if not files:
         raise ParamsError("inputs: no image files found")
     images, rows = read_images(files)
-    classify(loaded, images, rows, top_k, temperature, args.batch_size)
+    classify(loaded, images, rows, top_k, temperature, tta, args.batch_size)
     render(rows, top_k, args.out)
     failed = sum(1 for row in rows if row.error)
     log.info(
-        "%d image(s) classified with %s (temperature %.2f)%s",
+        "%d image(s) classified with %s (TTA %s, temperature %.2f)%s",
         len(rows) - failed,
-        checkpoint,
+        evaluated.checkpoint,
+        tta,
         temperature,
         f"; {failed} unreadable" if failed else "",
     )

@@ -83,6 +83,25 @@ def test_the_fitted_temperature_is_used(trained_project, photos):
     assert outputs[4.0]["probability_1"] < outputs[1.0]["probability_1"]
 
 
+def test_the_evaluations_tta_is_used_unless_overridden(trained_project, photos):
+    """The temperature was fitted on the TTA logits evaluation scored, so predict averages the
+    same views; --tta changes that."""
+    details = trained_project / "evaluation/resnet/details.json"
+    details.parent.mkdir(parents=True, exist_ok=True)
+    details.write_text(json.dumps({"calibration": {"temperature": 1.0}, "tta": "flip_translate"}))
+    one = str(next(photos.glob("*.png")))
+    probabilities = {}
+    for override in ([], ["--tta", "none"]):
+        result = predict(trained_project, "resnet", one, "--out", "t.json", *override)
+        assert result.returncode == 0, result.stderr
+        assert (
+            f"(TTA {'none' if override else 'flip_translate'}, temperature 1.00)" in result.stderr
+        )
+        probabilities[bool(override)] = json.loads((trained_project / "t.json").read_text())[0]
+    details.unlink()
+    assert probabilities[True]["probability_1"] != probabilities[False]["probability_1"]
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [

@@ -5,9 +5,10 @@ a fixed 2x2 patch-whitening convolution, three conv groups (conv, max-pool, Batc
 conv, BatchNorm, GELU), max-pool, and a linear head whose logits are scaled by 1/9. Differences
 from the original, so that it trains through this project's ordinary engine: the whitening
 filters come from the first training batch the model sees (not a separate pass over the
-data), BatchNorm scales are fixed at 1 and its biases learn ``bias_lr_scale`` times faster by
-reparametrisation (airbench gives them a 64x learning rate in a separate optimizer group), and
-the whitening bias trains throughout.
+data); BatchNorm scales are fixed at 1, and the BatchNorm and whitening biases learn
+``bias_lr_scale`` times faster by reparametrisation (airbench94_muon gives them that rate in a
+separate optimizer group); the whitening bias trains throughout (airbench stops it after 3
+epochs).
 
 Registered names (``models.<name>.arch``): ``airbench`` (widths 64/256/256, airbench94's) and
 ``airbench_small`` (64/128/128, about half the compute, for CPUs).
@@ -45,18 +46,28 @@ def _config(**overrides: Any) -> dict[str, Any]:
     }
 
 
-class BiasNorm(nn.Module):
-    """BatchNorm without a learned scale; its bias is ``scale * parameter``, so plain SGD gives
-    the bias an effective learning rate ``scale**2`` times the others'."""
+class ScaledBias(nn.Module):
+    """A per-channel bias that is ``scale * parameter``, so plain SGD gives it an effective
+    learning rate ``bias_lr_scale`` (``scale**2``) times the other parameters'."""
 
-    def __init__(self, channels: int, bias_lr_scale: float, momentum: float = 0.4) -> None:
+    def __init__(self, channels: int, bias_lr_scale: float) -> None:
         super().__init__()
-        self.norm = nn.BatchNorm2d(channels, eps=1e-12, momentum=momentum, affine=False)
         self.scale = bias_lr_scale**0.5
         self.bias = nn.Parameter(torch.zeros(channels))
 
+    def value(self, dtype: torch.dtype) -> torch.Tensor:
+        return (self.scale * self.bias).to(dtype)
+
+
+class BiasNorm(ScaledBias):
+    """BatchNorm without a learned scale, with a :class:`ScaledBias`."""
+
+    def __init__(self, channels: int, bias_lr_scale: float, momentum: float = 0.4) -> None:
+        super().__init__(channels, bias_lr_scale)
+        self.norm = nn.BatchNorm2d(channels, eps=1e-12, momentum=momentum, affine=False)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(x) + (self.scale * self.bias).view(1, -1, 1, 1).to(x.dtype)
+        return self.norm(x) + self.value(x.dtype).view(1, -1, 1, 1)
 
 
 def _conv(channels_in: int, channels_out: int) -> nn.Conv2d:
@@ -82,16 +93,16 @@ class ConvGroup(nn.Module):
         return self.act(self.norm2(self.conv2(x)))
 
 
-class Whitening(nn.Module):
+class Whitening(ScaledBias):
     """A fixed 2x2 convolution that decorrelates pixel patches (ZCA-like, from the
-    eigenvectors of the patch covariance); its filters are set from the first training batch."""
+    eigenvectors of the patch covariance), with a :class:`ScaledBias`; its filters are set from
+    the first training batch."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, bias_lr_scale: float) -> None:
+        super().__init__(WHITEN_WIDTH, bias_lr_scale)
         shape = (WHITEN_WIDTH, 3, WHITEN_KERNEL, WHITEN_KERNEL)
         self.register_buffer("weight", torch.zeros(shape))
         self.register_buffer("initialised", torch.tensor(False))
-        self.bias = nn.Parameter(torch.zeros(WHITEN_WIDTH))
 
     @torch.no_grad()
     def fit(self, images: torch.Tensor) -> None:
@@ -107,7 +118,7 @@ class Whitening(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and not self.initialised:
             self.fit(x)
-        return F.conv2d(x, self.weight.to(x.dtype), self.bias.to(x.dtype))
+        return F.conv2d(x, self.weight.to(x.dtype), self.value(x.dtype))
 
 
 class Airbench(nn.Module):
@@ -126,7 +137,7 @@ class Airbench(nn.Module):
             raise ValueError("airbench takes RGB input (in_chans=3)")
         self.num_classes = num_classes
         self.num_features = self.head_hidden_size = widths[-1]
-        self.whiten = Whitening()
+        self.whiten = Whitening(bias_lr_scale)
         self.act = nn.GELU()
         channels = (WHITEN_WIDTH, *widths)
         self.blocks = nn.Sequential(

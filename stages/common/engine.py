@@ -31,6 +31,7 @@ from stages.common.freezing import Freezer, freeze_batchnorm_stats
 from stages.common.inference import DeviceInput, predict_logits
 from stages.common.metrics import classification_metrics
 from stages.common.models import count_parameters, to_channels_last
+from stages.common.muon import MuonSGD, takes_muon
 from stages.common.params import TrainParams
 from stages.common.runtime import autocast, available_cpus, loader_workers, use_amp
 
@@ -114,22 +115,35 @@ class TrainResult:
 def build_optimizer(
     model: nn.Module, params: TrainParams, lr: float, lr_scales: dict[str, float]
 ) -> torch.optim.Optimizer:
-    """timm's optimizer over all parameters, frozen ones included (they get no gradient, so no
-    update): when a group unfreezes, the optimizer picks it up with no rebuild. No weight decay
-    on biases and normalisation weights. Layer-wise decay is a per-group ``lr_scale``, which
-    timm's schedulers apply; the groups are the freezing strategies' own (coarse) groups, so
-    `layer_decay` and `partial`/`progressive` speak of the same stem ... head."""
-    grouped: dict[tuple[float, bool], list[nn.Parameter]] = {}
+    """timm's optimizer (or, for ``muon``, ours) over all parameters, frozen ones included (they
+    get no gradient, so no update): when a group unfreezes, the optimizer picks it up with no
+    rebuild. Biases and normalisation weights are decayed only with ``bias_decay``. Layer-wise
+    decay is a per-group ``lr_scale``, which timm's schedulers apply; the groups are the
+    freezing strategies' own (coarse) groups, so `layer_decay` and `partial`/`progressive`
+    speak of the same stem ... head. Muon's filters run at ``train.muon_lr`` x those scales."""
+    muon = params.optimizer == "muon"
+    grouped: dict[tuple[float, bool, bool], list[nn.Parameter]] = {}
     for name, parameter in model.named_parameters():
-        grouped.setdefault((lr_scales.get(name, 1.0), parameter.ndim > 1), []).append(parameter)
-    param_groups = [
-        {
+        decay = parameter.ndim > 1 or params.bias_decay
+        key = (lr_scales.get(name, 1.0), decay, muon and takes_muon(parameter))
+        grouped.setdefault(key, []).append(parameter)
+    param_groups = []
+    for (scale, decay, filters), members in sorted(grouped.items(), key=lambda item: -item[0][0]):
+        group: dict[str, Any] = {
             "params": members,
             "lr_scale": scale,
             "weight_decay": params.weight_decay if decay else 0.0,
         }
-        for (scale, decay), members in sorted(grouped.items(), key=lambda item: -item[0][0])
-    ]
+        if filters:  # pinned norm instead of weight decay (see stages/common/muon.py)
+            group.update(
+                muon=True,
+                lr_scale=scale * params.muon_lr / params.lr,
+                momentum=params.muon_momentum,
+                weight_decay=0.0,
+            )
+        param_groups.append(group)
+    if muon:
+        return MuonSGD(param_groups, lr=lr, momentum=params.momentum)
     return create_optimizer_v2(
         param_groups,
         opt="sgd" if params.optimizer == "sgd" else "adamw",  # timm's "sgd" is Nesterov

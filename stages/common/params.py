@@ -31,6 +31,7 @@ PARAMS_FILE = Path("params.yaml")
 
 Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
+TtaMode = Literal["none", "flip", "flip_translate"]  # see stages/common/inference.py
 PositiveInt = Annotated[StrictInt, Field(ge=1)]
 NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0.0)]
@@ -86,8 +87,11 @@ class TrainParams(Section):
     batch_size: PositiveInt
     lr: PositiveFloat
     weight_decay: NonNegativeFloat
-    optimizer: Literal["adamw", "sgd"]
+    bias_decay: bool
+    optimizer: Literal["adamw", "sgd", "muon"]
     momentum: Annotated[float, Field(ge=0.0, lt=1.0)]
+    muon_lr: PositiveFloat
+    muon_momentum: Annotated[float, Field(ge=0.0, lt=1.0)]
     scheduler: Literal["cosine", "poly", "step", "constant"]
     warmup_epochs: NonNegativeFloat
     warmup_lr_ratio: Share
@@ -148,7 +152,7 @@ class ModelParams(Section):
 
 class EvaluateParams(Section):
     batch_size: PositiveInt
-    tta: Literal["none", "flip", "flip_translate"]
+    tta: TtaMode
     calibration_bins: Annotated[StrictInt, Field(ge=2)]
     grid_size: PositiveInt
     gradcam_samples: PositiveInt
