@@ -1,4 +1,5 @@
-"""train.optimizer: muon — which parameters take Muon, what one step does, how it schedules."""
+"""train.optimizer: muon — which parameters take Muon, what one step does, how it schedules —
+and the other optimizer settings of the airbench recipe (bias decay, the biases' rate)."""
 
 from __future__ import annotations
 
@@ -92,3 +93,26 @@ def test_a_model_trains_with_muon_through_the_train_stage(ready_project):
     assert result.returncode == 0, result.stderr
     summary = json.loads((ready_project / "dvclive/resnet/metrics.json").read_text())
     assert summary["best_val_accuracy"] > 0.3  # chance is 0.1
+
+
+def test_bias_decay_decays_biases_and_norm_weights_too():
+    model = timm.create_model("test_resnet", num_classes=10)
+    for bias_decay in (False, True):
+        optimizer = build_optimizer(model, shipped(train={"bias_decay": bias_decay}).train, 0.1, {})
+        decayed = {id(p) for g in optimizer.param_groups if g["weight_decay"] for p in g["params"]}
+        one_dimensional = [p for p in model.parameters() if p.ndim == 1]
+        assert all((id(p) in decayed) == bias_decay for p in one_dimensional)
+        assert all(id(p) in decayed for p in model.parameters() if p.ndim > 1)
+
+
+def test_airbench_biases_learn_bias_lr_scale_times_faster():
+    """The whitening and BatchNorm biases are 8 x their parameter, so one SGD step moves them
+    64 x as far as an unscaled bias with the same gradient would move (0.01 -> 0.64)."""
+    model = timm.create_model("airbench_small", num_classes=10)
+    for module in (model.whiten, model.blocks[0].norm1):
+        before = module.value(torch.float32).detach().clone()
+        module.value(torch.float32).sum().backward()  # a gradient of 1 for each bias value
+        torch.optim.SGD([module.bias], lr=0.01).step()
+        torch.testing.assert_close(
+            before - module.value(torch.float32), torch.full_like(before, 0.64)
+        )
