@@ -41,8 +41,8 @@ def scratch_project(
     partial = reading(load_preset(preset) if preset else {}, data)
     if models is not None:
         partial["models"] = models
-    params, _checked = with_overrides(overrides(partial, raw) + changes, folder / "params.yaml")
-    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    applied = with_overrides(overrides(partial, raw) + changes, folder / "params.yaml")
+    (folder / "params.yaml").write_text(applied.text)
     return folder
 
 

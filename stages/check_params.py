@@ -15,27 +15,14 @@ import argparse
 import logging
 from pathlib import Path
 
-from stages.common.cifar10 import IMAGES_PER_CLASS
+from stages.common.cifar10 import CLASSES, IMAGES_PER_CLASS
 from stages.common.cli import run_command
 from stages.common.errors import ParamsError
-from stages.common.io import read_json
-from stages.common.layout import MANIFEST_FILE
 from stages.common.overrides import with_overrides
 from stages.common.params import Params
+from stages.common.splitting import cifar10_train_counts, expected_split_sizes, split_problem
 
 log = logging.getLogger("check_params")
-
-
-def expected_train_images(params: Params) -> int | None:
-    """The training-set size the data settings give: known for CIFAR-10, else from the last
-    prepare run, else unknown."""
-    data = params.data
-    if data.classes == "cifar10":
-        per_class = min(data.subset or IMAGES_PER_CLASS["train"], IMAGES_PER_CLASS["train"])
-        return 10 * (per_class - round(per_class * data.val_ratio))
-    if MANIFEST_FILE.is_file():
-        return read_json(MANIFEST_FILE)["counts"]["train"]
-    return None
 
 
 def check_source(params: Params) -> None:
@@ -62,15 +49,28 @@ def check_model(params: Params, name: str) -> None:
     check_weights_file(name, spec, 10)
 
 
-def check(params: Params) -> None:
-    check_source(params)
-    train_images = expected_train_images(params)
-    if train_images is not None and params.train.batch_size > train_images:
+def check_split(params: Params) -> None:
+    """The train/validation split is possible and leaves at least one batch to train on."""
+    data = params.data
+    if data.classes == "cifar10":
+        available = IMAGES_PER_CLASS["train"] if data.subset else None
+        problem = split_problem(
+            cifar10_train_counts(data), list(CLASSES), data.val_ratio, available
+        )
+        if problem:
+            raise ParamsError(problem)
+    sizes = expected_split_sizes(data)
+    if sizes is not None and params.train.batch_size > sizes[0]:
         raise ParamsError(
             f"train.batch_size: {params.train.batch_size} is larger than the training set "
-            f"({train_images} images with data.subset={params.data.subset}, "
-            f"data.val_ratio={params.data.val_ratio})"
+            f"({sizes[0]} images with data.subset={data.subset}, "
+            f"data.val_ratio={data.val_ratio})"
         )
+
+
+def check(params: Params) -> None:
+    check_source(params)
+    check_split(params)
     for name in params.models:
         check_model(params, name)
     count = f"{len(params.models)} model{'s' if len(params.models) != 1 else ''}"
@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument("-S", "--set-param", action="append", default=[], dest="overrides")
     parser.add_argument("--model", help="a model the run targets; it must exist")
     args = parser.parse_args()
-    _raw, params = with_overrides(args.overrides)
+    params = with_overrides(args.overrides).params
     if args.model:
         params.model(args.model)
     check(params)

@@ -8,11 +8,12 @@ import time
 import numpy as np
 
 from stages.common.cli import run_stage
-from stages.common.dataset import SPLITS, build_prepared, save_prepared, subset_shortfall
+from stages.common.dataset import SPLITS, save_prepared
 from stages.common.io import write_json
 from stages.common.layout import MANIFEST_FILE, PREPARE_METRICS
 from stages.common.params import Params
 from stages.common.sources import read_source
+from stages.common.splitting import build_prepared, subset_shortfall
 
 log = logging.getLogger("prepare")
 
@@ -26,8 +27,9 @@ def main(params: Params) -> None:
         log.warning(note)
     data = build_prepared(raw, settings.val_ratio, params.seed, settings.subset)
     counts = {name: len(data.split(name).labels) for name in SPLITS}
+    # nothing here names the source's path: the same images moved elsewhere prepare to the
+    # same bytes, and the stages after prepare stay cached
     manifest = {
-        "source": settings.source,
         "source_kind": raw.source_kind,
         "classes": data.classes,
         "counts": counts,

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.common.dataset import Split, build_prepared, load_prepared, save_prepared
+from stages.common.dataset import Split, load_prepared, save_prepared
 from stages.common.errors import DataError
 from stages.common.sources import RawDataset
+from stages.common.splitting import build_prepared
 from tests import synthetic
 
 
@@ -41,11 +42,59 @@ def test_subset_takes_per_class_from_train_and_test(raw):
     assert np.bincount(data.test.labels).tolist() == [10] * 10
 
 
-def test_val_split_too_small_to_stratify(raw):
-    with pytest.raises(DataError, match=r"data.subset/data.val_ratio: 10 training image\(s\) of "):
-        build_prepared(raw, val_ratio=0.01, seed=0, subset=10)
-    with pytest.raises(DataError, match=r"1 training image\(s\) .*raise data.subset to at least"):
-        build_prepared(raw, val_ratio=0.1, seed=0, subset=1)
+SPLIT_CASES = [
+    # the source has 50 per class: a larger subset is named only where it can help
+    (
+        1,
+        0.1,
+        "class 'airplane' has 1 training image(s), too few for a stratified train/"
+        "validation split (needs data.subset >= 10)",
+    ),
+    (
+        5,
+        0.1,
+        "has 5 training image(s), too few for a stratified train/validation split (needs "
+        "data.subset >= 10 or data.val_ratio between 0.2 and 0.8)",
+    ),
+    (6, 0.1, "(needs data.subset >= 10 or data.val_ratio between 0.167 and 0.833)"),
+    (
+        10,
+        0.01,
+        "has 10 training image(s), too few for a stratified train/validation split "
+        "(needs data.val_ratio between 0.1 and 0.9)",
+    ),
+    (
+        None,
+        0.001,
+        "data.val_ratio=0.001: class 'airplane' has 50 training image(s), too few for "
+        "a stratified train/validation split (needs data.val_ratio between 0.02 and 0.98)",
+    ),
+    (None, 0.99, "(needs data.val_ratio between 0.02 and 0.98)"),
+]
+
+
+@pytest.mark.parametrize(("subset", "ratio", "expected"), SPLIT_CASES)
+def test_a_split_that_cannot_be_made_says_what_would_help(raw, subset, ratio, expected):
+    with pytest.raises(DataError) as error:
+        build_prepared(raw, val_ratio=ratio, seed=0, subset=subset)
+    assert expected in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_a_class_with_one_image_is_named(raw):
+    labels = raw.train.labels
+    keep = (labels != 3) | (np.cumsum(labels == 3) == 1)  # one 'cat' left
+    lonely = RawDataset(raw.classes, Split(raw.train.images[keep], labels[keep]), raw.test, "t")
+    with pytest.raises(DataError, match=r"class 'cat' has 1 training image\(s\), .*\(needs more "):
+        build_prepared(lonely, val_ratio=0.1, seed=0, subset=None)
+
+
+@pytest.mark.parametrize(("subset", "ratio"), [(10, 0.1), (2, 0.5), (None, 0.02), (None, 0.98)])
+def test_the_smallest_workable_split_works(raw, subset, ratio):
+    """The bounds the messages above name are splits scikit-learn makes."""
+    data = build_prepared(raw, val_ratio=ratio, seed=0, subset=subset)
+    assert np.bincount(data.val.labels, minlength=10).min() >= 1
+    assert np.bincount(data.train.labels, minlength=10).min() >= 1
 
 
 def test_round_trip(raw, tmp_path):

@@ -5,10 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.common.data_checks import REFERENCE_MEAN, channel_stats, validate
-from stages.common.dataset import PreparedData, Split, build_prepared
+from stages.common.data_checks import (
+    REFERENCE_MEAN,
+    REFERENCE_STD,
+    channel_stats,
+    sampling_margin,
+    validate,
+)
+from stages.common.dataset import PreparedData, Split
 from stages.common.params import ValidateParams
 from stages.common.sources import RawDataset
+from stages.common.splitting import build_prepared
 from tests import synthetic
 from tests.conftest import shipped
 
@@ -106,6 +113,39 @@ def test_drift_against_reference_statistics(data):
     mean, std = channel_stats(cifar_like)
     np.testing.assert_allclose(mean, REFERENCE_MEAN, atol=1 / 255)
     np.testing.assert_allclose(std, 0, atol=1e-6)
+
+
+def cifar_like(count: int, shift: float = 0.0, seed: int = 0) -> np.ndarray:
+    """Images whose brightness varies from image to image as photos' does (per-image channel
+    means spread 0.12 around CIFAR-10's), shifted by ``shift`` on a 0..1 scale."""
+    rng = np.random.default_rng(seed)
+    means = np.asarray(REFERENCE_MEAN) + shift + rng.normal(0, 0.12, (count, 1, 1, 3))
+    pixels = means + rng.normal(0, 0.2, (count, 32, 32, 3))
+    return (np.clip(pixels, 0, 1) * 255).round().astype(np.uint8)
+
+
+def drift_warnings(images: np.ndarray, tolerance: float) -> list[str]:
+    labels = np.arange(len(images)) % 10
+    split = Split(images, labels)
+    prepared = PreparedData(synthetic.CLASSES, split, split, split)
+    params = PARAMS.model_copy(update={"drift_tolerance": tolerance})
+    return [w for w in validate(prepared, {}, params).warnings if w.startswith("train:")]
+
+
+def test_a_small_sample_strays_by_chance_without_a_drift_warning():
+    few = cifar_like(20)
+    mean, std = channel_stats(few)
+    chance = max(np.abs(mean - REFERENCE_MEAN).max(), np.abs(std - REFERENCE_STD).max())
+    assert chance > 0.02  # over the tolerance below: without the sampling margin, a warning
+    assert sampling_margin(few) > chance
+    assert drift_warnings(few, tolerance=0.02) == []
+
+
+def test_a_real_shift_in_many_images_is_still_a_warning():
+    shifted = cifar_like(5000, shift=0.06)
+    assert sampling_margin(shifted) < 0.02
+    [warning] = drift_warnings(shifted, tolerance=0.02)
+    assert "that 5000 images may stray by chance" in warning
 
 
 def test_skipped_images_from_prepare_are_reported(data):

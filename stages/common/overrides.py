@@ -6,16 +6,25 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from stages.common.errors import ParamsError, first_line
 from stages.common.params import PARAMS_FILE, Params, parse_params, read_params_file
 
 
-def with_overrides(overrides: list[str], path: Path = PARAMS_FILE) -> tuple[dict[str, Any], Params]:
-    """The raw params (a dict) and the checked Params of ``path`` with ``overrides`` applied
-    by DVC's own Hydra-based code, in a temporary copy."""
+class Overridden(NamedTuple):
+    """params.yaml as DVC will write it for the run: its text, the parsed YAML, the checked
+    Params."""
+
+    text: str
+    raw: dict[str, Any]
+    params: Params
+
+
+def with_overrides(overrides: list[str], path: Path = PARAMS_FILE) -> Overridden:
+    """``path`` with ``overrides`` applied by DVC's own Hydra-based code, in a temporary copy."""
     raw = read_params_file(path)
+    text = path.read_text()
     if overrides:
         from dvc.exceptions import InvalidArgumentError
         from dvc.utils.hydra import apply_overrides
@@ -29,4 +38,5 @@ def with_overrides(overrides: list[str], path: Path = PARAMS_FILE) -> tuple[dict
                 cause = error.__cause__ or error
                 raise ParamsError(f"-S {' '.join(overrides)}: {first_line(cause)}") from None
             raw = read_params_file(copy)
-    return raw, parse_params(raw, str(path))
+            text = copy.read_text()
+    return Overridden(text, raw, parse_params(raw, str(path)))

@@ -39,9 +39,10 @@ PositiveFloat = Annotated[float, Field(gt=0.0)]
 
 
 class Section(BaseModel):
-    """A params section: unknown keys are errors, values are checked on assignment too."""
+    """A params section: unknown keys are errors, numbers must be finite (a `.inf` or `.nan`
+    is refused here, not met by the scheduler mid-run), values are checked on assignment too."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class Download(Section):
@@ -107,15 +108,6 @@ class TrainParams(Section):
     compile: bool
     workers: Literal["auto"] | NonNegativeInt
     augment: AugmentParams
-
-    @model_validator(mode="after")
-    def _check_schedule(self) -> TrainParams:
-        if self.warmup_epochs >= self.epochs:
-            raise ValueError(
-                f"warmup_epochs: {self.warmup_epochs} leaves no epoch after the warm-up "
-                f"(epochs={self.epochs})"
-            )
-        return self
 
 
 class FreezingParams(Section):
@@ -229,7 +221,7 @@ class Params(Section):
     compare: CompareParams
     tune: TuneParams
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
     @field_validator("models")
     @classmethod
