@@ -26,7 +26,7 @@ from stages.common.io import read_json, write_json
 from stages.common.layout import MANIFEST_FILE, paths
 from stages.common.models import build_model, count_parameters
 from stages.common.params import Params
-from stages.common.trial import trial_reporter
+from stages.common.trial import drop_inherited_metrics, trial_reporter
 
 log = logging.getLogger("train")
 
@@ -88,36 +88,35 @@ def train(params: Params, name: str) -> None:
     )
     ModelCheckpoint(info, result.best_state).save(where.checkpoint)
     headline = summarise(result, count_parameters(model)[0])
-    best = result.history[result.best_epoch]
     live.summary.update(
-        {
-            **headline,
-            "best_val_loss": best["val/loss"],
-            "best_val_accuracy": best["val/accuracy"],
-            "best_val_f1_weighted": best["val/f1_weighted"],
-            "epochs_run": len(result.history),
-            "stopped_early": result.stopped_early,
-        }
+        {**headline, "epochs_run": len(result.history), "stopped_early": result.stopped_early}
     )
     live.end()
     write_json(where.train_metrics, headline)
+    if reporter is not None:
+        drop_inherited_metrics(name)
     shutil.rmtree(where.resume_dir, ignore_errors=True)
     log.info(
         "%s: best epoch %d, val loss %.4f, val accuracy %.4f -> %s%s",
         name,
         headline["best_epoch"],
-        best["val/loss"],
-        best["val/accuracy"],
+        headline["best_val_loss"],
+        headline["best_val_accuracy"],
         where.checkpoint,
         " (pruned)" if result.pruned else "",
     )
 
 
 def summarise(result: TrainResult, parameters: int) -> dict[str, Any]:
-    """The numbers worth comparing across experiments (metrics/train/<model>.json); the
-    validation scores of every epoch are DVCLive's (dvclive/<model>/)."""
+    """The numbers worth comparing across experiments (metrics/train/<model>.json): the best
+    epoch's validation scores (a sweep's objective among them), the time, the size. The scores
+    of every epoch are DVCLive's (dvclive/<model>/)."""
+    best = result.history[result.best_epoch]
     return {
         "best_epoch": result.best_epoch + 1,
+        "best_val_loss": best["val/loss"],
+        "best_val_accuracy": best["val/accuracy"],
+        "best_val_f1_weighted": best["val/f1_weighted"],
         "train_minutes": result.train_seconds / 60,
         "pruned": result.pruned,
         "parameters": parameters,
@@ -131,6 +130,7 @@ def open_live(name: str, effective: dict[str, Any]):
     directory = paths(name).live_dir
     shutil.rmtree(directory, ignore_errors=True)  # a resumed run replays its history
     live = Live(str(directory), dvcyaml=False, save_dvc_exp=False, report=None)
+    live.step = 1  # the curves' steps are epochs, counted from 1 as the logs count them
     live.log_params(effective)  # the values this model actually trained with
     return live
 

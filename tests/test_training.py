@@ -55,22 +55,26 @@ def test_each_tiny_model_learns_and_writes_its_outputs(ready_project, model):
     assert result.returncode == 0, result.stderr
     assert f"{model} epoch 4/4: train loss" in result.stderr  # one log line per epoch
     summary = metrics(ready_project, model)
-    assert summary["step"] == 3 and summary["epochs_run"] == 4
+    assert summary["step"] == 4 and summary["epochs_run"] == 4  # epochs count from 1
     assert summary["best_val_accuracy"] > 0.3  # chance is 0.1
     headline = json.loads((ready_project / f"metrics/train/{model}.json").read_text())
     assert set(headline) == {
         "best_epoch",
+        "best_val_loss",
+        "best_val_accuracy",
+        "best_val_f1_weighted",
         "train_minutes",
         "pruned",
         "parameters",
         "trainable_parameters",
     }
+    assert headline["best_val_accuracy"] == summary["best_val_accuracy"]
     assert headline["best_epoch"] == summary["best_epoch"] and headline["pruned"] is False
     checkpoint = ModelCheckpoint.load(ready_project / f"models/{model}/model.safetensors")
     assert checkpoint.info.classes[:2] == ["airplane", "automobile"]
     assert checkpoint.info.preprocessing.img_size == 32
     assert checkpoint.info.params["lr"] == pytest.approx(0.001)  # the effective value
-    assert [step for step, _ in history(ready_project, "val/loss", model)] == [0, 1, 2, 3]
+    assert [step for step, _ in history(ready_project, "val/loss", model)] == [1, 2, 3, 4]
     for name in ("train/lr", "train/trainable_params", "train/images_per_second"):
         assert len(history(ready_project, name, model)) == 4
     assert not (ready_project / "checkpoints" / model).exists()  # resumable state cleaned up
@@ -135,6 +139,38 @@ def test_warm_up_reaches_the_peak_and_hands_over_to_the_decay_without_a_jump():
     decay_slope = (0.75 - 0.75 * 0.07) / 45
     steps = [after - before for before, after in itertools.pairwise(rates[15:])]
     assert steps == pytest.approx([-decay_slope] * len(steps))
+
+
+def test_each_epoch_logs_the_rate_it_trained_at_not_the_one_after_it(ready_project):
+    """A linear decay to zero ends at 0 after the last step; the epoch trained at more."""
+    update_params(
+        ready_project,
+        train={"epochs": 2, "scheduler": "poly", "min_lr_ratio": 0.0, "lr": 0.01},
+    )
+    result = train(ready_project)
+    assert result.returncode == 0, result.stderr
+    rates = [rate for _, rate in history(ready_project, "train/lr")]
+    steps = 270 // 32  # tiny_training_params' data: 270 training images, batches of 32
+    assert rates == pytest.approx([0.01 * (1 - (steps - 1) / (2 * steps)), 0.01 / (2 * steps)])
+    assert "lr 0.00e+00" not in result.stderr
+
+
+def test_a_warm_up_longer_than_half_the_run_is_capped_and_said(ready_project):
+    """`bash run.sh 1` on the defaults: one warm-up epoch of a one-epoch run."""
+    update_params(ready_project, train={"epochs": 1, "warmup_epochs": 1.0, "scheduler": "cosine"})
+    result = train(ready_project)
+    assert result.returncode == 0, result.stderr
+    assert "resnet: warm-up of 0.5 epochs (train.warmup_epochs=1, capped at half the run)" in (
+        result.stderr
+    )
+    params = shipped(train={"epochs": 1, "warmup_epochs": 1.0, "warmup_lr_ratio": 0.0}).train
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    scheduler = build_scheduler(optimizer, params, 0.1, steps_per_epoch=10)
+    rates = []
+    for step in range(10):
+        rates.append(optimizer.param_groups[0]["lr"])
+        scheduler.step_update(step + 1)
+    assert rates.index(max(rates)) == 5 and rates[-1] < max(rates)  # up for half, then down
 
 
 @pytest.mark.parametrize("scheduler", ["cosine", "poly", "step", "constant"])

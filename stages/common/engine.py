@@ -153,6 +153,12 @@ def build_optimizer(
     )
 
 
+def warmup_epochs(params: TrainParams) -> float:
+    """The warm-up the schedule uses: ``train.warmup_epochs``, at most half the run, so that a
+    short run of the defaults (`bash run.sh 1`: one warm-up epoch of one) still decays."""
+    return min(params.warmup_epochs, params.epochs / 2)
+
+
 def build_scheduler(
     optimizer: torch.optim.Optimizer, params: TrainParams, lr: float, steps_per_epoch: int
 ) -> Scheduler:
@@ -163,9 +169,8 @@ def build_scheduler(
     the whole run and the warm-up hands over to an lr already decayed (a drop from 0.75 to
     0.59 at the end of the CPU preset's warm-up). Step decays count from the warm-up's end."""
     total_steps = params.epochs * steps_per_epoch
-    # at least one step after the warm-up: timm's decaying schedules need a length > 0, and
-    # check_params accepts any warm-up shorter than the run (0.99 of 1 epoch of 10 steps)
-    warmup_steps = min(round(params.warmup_epochs * steps_per_epoch), total_steps - 1)
+    # at least one step after the warm-up: timm's decaying schedules need a length > 0
+    warmup_steps = min(round(warmup_epochs(params) * steps_per_epoch), total_steps - 1)
     scheduler, _ = create_scheduler_v2(
         optimizer,
         sched=params.scheduler,
@@ -219,6 +224,13 @@ class Trainer:
         self.loader = self._loader()
         self.optimizer = build_optimizer(self.model, self.params, run.lr, run.freezer.lr_scales())
         self.scheduler = build_scheduler(self.optimizer, self.params, run.lr, self.steps_per_epoch)
+        if self.distributed.is_main and warmup_epochs(self.params) < self.params.warmup_epochs:
+            log.info(
+                "%s: warm-up of %g epochs (train.warmup_epochs=%g, capped at half the run)",
+                run.name,
+                warmup_epochs(self.params),
+                self.params.warmup_epochs,
+            )
         # use_warmup: the decay ramps up over the first steps, so a short run's EMA does not
         # stay anchored to the random initial weights
         self.ema = (
@@ -272,6 +284,32 @@ class Trainer:
             model = torch.compile(model)
         return model
 
+    def current_lr(self) -> float:
+        return max(group["lr"] for group in self.optimizer.param_groups)
+
+    def train_step(
+        self, images: torch.Tensor, targets: torch.Tensor, step: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One optimisation step on a uint8 batch: (loss, logits, targets), detached, on the
+        device. ``step`` counts from the start of the run (the schedule and the EMA use it)."""
+        targets = targets.to(self.device, non_blocking=True)
+        inputs, mixed = self.mixer(self.device_input(images), targets)
+        with autocast(self.device, self.amp):
+            logits = self.forward_model(inputs)
+        # hard labels or soft (mixed) targets, with label smoothing
+        loss = F.cross_entropy(logits.float(), mixed, label_smoothing=self.params.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.params.grad_clip:
+            nn.utils.clip_grad_norm_(
+                [p for p in self.model.parameters() if p.requires_grad], self.params.grad_clip
+            )
+        self.optimizer.step()
+        self.scheduler.step_update(step + 1)
+        if self.ema is not None:
+            self.ema.update(self.model, step=step)
+        return loss.detach(), logits.detach(), targets
+
     def train_epoch(self, epoch: int) -> tuple[dict[str, float], float]:
         """One epoch's training metrics, and the seconds it took."""
         torch.manual_seed(self.run.seed * 100_003 + epoch)  # mixing, dropout, drop-path
@@ -289,35 +327,20 @@ class Trainer:
             disable=None if self.distributed.is_main else True,  # None: off when not a TTY
             leave=False,
         )
+        lr = self.current_lr()
         for step, (images, targets) in enumerate(bar, start=epoch * self.steps_per_epoch):
-            targets = targets.to(self.device, non_blocking=True)
-            inputs, mixed = self.mixer(self.device_input(images), targets)
-            with autocast(self.device, self.amp):
-                logits = self.forward_model(inputs)
-            # hard labels or soft (mixed) targets, with label smoothing
-            loss = F.cross_entropy(
-                logits.float(), mixed, label_smoothing=self.params.label_smoothing
-            )
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if self.params.grad_clip:
-                nn.utils.clip_grad_norm_(
-                    [p for p in self.model.parameters() if p.requires_grad], self.params.grad_clip
-                )
-            self.optimizer.step()
-            self.scheduler.step_update(step + 1)
-            if self.ema is not None:
-                self.ema.update(self.model, step=step)
+            lr = self.current_lr()  # the rate this step trains at (the scheduler moves it after)
+            loss, logits, targets = self.train_step(images, targets, step)
             loss_sum += loss.item() * len(targets)
             seen += len(targets)
-            correct += int((logits.detach().argmax(1) == targets).sum())
+            correct += int((logits.argmax(1) == targets).sum())
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
         seconds = time.perf_counter() - started
         _total, trainable = count_parameters(self.model)
         metrics = {
             "train/loss": loss_sum / seen,
             "train/accuracy": correct / seen,
-            "train/lr": max(group["lr"] for group in self.optimizer.param_groups),
+            "train/lr": lr,  # of the epoch's last step
             "train/trainable_params": trainable,
             "train/images_per_second": seen * self.distributed.world_size / seconds,
         }
