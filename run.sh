@@ -1,28 +1,41 @@
 #!/usr/bin/env bash
-# Set up and run the pipeline, or a hyperparameter sweep.
+# Set up and run the pipeline, or a hyperparameter sweep; say first what it will cost.
 #
 #   bash run.sh [EPOCHS] [MODEL|all] [train|sweep] [--preset NAME] [--data PATH] [-S key=value ...]
+#               [--dry-run] [--allow-slow]
+#   bash run.sh show [--md|--csv|--width N|--sort COLUMN]   # the experiments as one table
 #
 #   bash run.sh                      # everything, as params.yaml says (dvc repro)
-#   bash run.sh 5                    # an experiment with train.epochs=5 (see `dvc exp show`)
+#   bash run.sh 5                    # an experiment with train.epochs=5 (then: bash run.sh show)
 #   bash run.sh 5 vit                # only the ViT branch (train@vit, evaluate@vit), 5 epochs
 #   bash run.sh 3 resnet sweep       # an Optuna sweep of resnet, 3 epochs per trial
 #   bash run.sh --preset cpu         # a preset of presets/ as an experiment (cpu: 90.5% in ~29 min, 2 cores)
 #   bash run.sh --data /data/cifar10-jpeg.tar.gz   # read a local copy instead of downloading
+#   bash run.sh --dry-run ...        # the checks, the plan and the cost estimate; runs nothing
 #
-# Everything is checked before DVC starts (params.yaml, the preset, the -S overrides, the
-# arguments), so a mistake costs nothing; a run that fails leaves params.yaml as it was.
+# Before DVC starts: params.yaml checked with the preset and the -S overrides, the plan (which
+# stages run, which are cached), and each model's training time on this machine (a few real
+# steps timed). Without a GPU, a run estimated over an hour stops there unless --allow-slow
+# (or CIFAR10_ALLOW_SLOW=1). A mistake costs nothing; a run that fails leaves params.yaml as it was.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 fail() { echo "error: $*" >&2; exit 2; }
-positional=() overrides=() preset="" data=""
+positional=() overrides=() preset="" data="" dry_run="" allow_slow=()
+if [ "${1:-}" = show ]; then
+  shift
+  bash scripts/setup.sh
+  source "${CIFAR10_VENV:-.venv}/bin/activate"
+  exec python -m stages.show "$@"
+fi
 while [ $# -gt 0 ]; do
   case "$1" in
     --preset) [ $# -ge 2 ] || fail "--preset needs a name (see presets/)"; preset="$2"; shift 2 ;;
     --data) [ $# -ge 2 ] || fail "--data needs a path"; data="$2"; shift 2 ;;
     -S|--set-param) [ $# -ge 2 ] || fail "$1 needs key=value"; overrides+=("$2"); shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    --dry-run) dry_run=1; shift ;;
+    --allow-slow) allow_slow=(--allow-slow); shift ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     -[0-9]*) positional+=("$1"); shift ;;
     -*) fail "unknown option '$1' (see bash run.sh --help)" ;;
     *) positional+=("$1"); shift ;;
@@ -53,10 +66,18 @@ fi
 set_args=()
 for override in "${overrides[@]}"; do set_args+=(-S "$override"); done
 
-# Check params.yaml as DVC is about to run it: the overrides applied, every model buildable.
-model_args=()
-[ "$model" = all ] || model_args=(--model "$model")
-python -m stages.check_params "${set_args[@]}" "${model_args[@]}"
+# The checks, the plan and the cost, for params.yaml as DVC is about to run it.
+preflight_args=("${set_args[@]}" "${allow_slow[@]}")
+[ "$model" = all ] || preflight_args+=(--model "$model")
+if [ "$mode" = sweep ]; then
+  preflight_args+=(--sweep)
+  [ -n "$epochs" ] && preflight_args+=(--epochs "$epochs")
+fi
+python -m stages.preflight "${preflight_args[@]}"
+if [ -n "$dry_run" ]; then
+  echo "dry run: nothing was run or changed"
+  exit 0
+fi
 
 if [ "$mode" = sweep ]; then
   sweep_args=("$model")
@@ -82,5 +103,6 @@ restore_params() {
 trap restore_params EXIT
 name=()
 [ -n "$preset" ] && name=(-n "$preset-$(date +%Y%m%d-%H%M%S)")
-dvc exp run "${name[@]}" "${set_args[@]}" "${target[@]}"
-dvc exp show --only-changed --drop 'Created' --no-pager 2>/dev/null || dvc exp show --only-changed
+python -m stages.exp_run "${name[@]}" "${set_args[@]}" "${target[@]}"
+echo
+python -m stages.show

@@ -1,17 +1,21 @@
-"""`run.sh` with bad arguments or settings: one `error:` line, exit code 2, and nothing touched:
-params.yaml byte for byte as it was, no stage run, no output deleted. (The issue-12 cases that
-reach run.sh; the README's bad-input section counts the cases of every test table.)"""
+"""`run.sh` before DVC starts. Bad arguments or settings: one `error:` line, exit code 2, and
+nothing touched: params.yaml byte for byte as it was, no stage run, no output deleted (the README's
+bad-input section counts the cases of every test table). The dry run and the cost gate: what would
+run and what it would cost, nothing changed."""
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
-from tests.conftest import copy_project, offline_data, tiny_training_params, update_params
+from tests.conftest import ROOT, copy_project, offline_data, tiny_training_params, update_params
 
 STEPS = list(range(1, 17))  # more unfreezing steps than test_vit has layer groups
 CASES = [
@@ -40,7 +44,12 @@ CASES = [
         ],
         "models.vit.freezing.schedule",
     ),
-    (["-S", "data.subset=2", "-S", "train.batch_size=64"], "train.batch_size"),
+    (["-S", "data.subset=12", "-S", "train.batch_size=200"], "train.batch_size"),
+    (["-S", "data.subset=6"], "class 'airplane' has 6 training image(s), too few for a strat"),
+    (["-S", "data.val_ratio=0.0001"], "(needs data.val_ratio between"),
+    (["-S", "train.lr=inf"], "train.lr: Input should be a finite number"),
+    (["-S", "train.grad_clip=nan"], "train.grad_clip: Input should be a finite number"),
+    (["--dry-run", "--bogus"], "unknown option '--bogus'"),
     (["-S", "models.resnet.pretrained=/no/such/weights.safetensors"], "models.resnet.pretrained"),
     (["-S", "data.source=/no/such/cifar.tar.gz"], "data.source"),
 ]
@@ -56,21 +65,38 @@ def clone(tmp_path_factory, image_tar) -> Path:
     update_params(project, **offline_data(image_tar), **tiny_training_params())
     (project / "models/resnet").mkdir(parents=True)
     (project / "models/resnet/model.safetensors").write_bytes(b"earlier results")
+    (project / ".dvc").mkdir()
+    for name in ("config", ".gitignore"):
+        shutil.copy(ROOT / ".dvc" / name, project / ".dvc" / name)
     subprocess.run(["git", "init", "-q"], cwd=project, check=True)
     return project
 
 
-@pytest.mark.parametrize(("args", "expected"), CASES, ids=[" ".join(a) for a, _ in CASES])
-def test_bad_run_is_one_line_exit_2_and_touches_nothing(clone, args, expected):
-    params_before = (clone / "params.yaml").read_bytes()
+def run_sh(clone: Path, *args: str) -> subprocess.CompletedProcess:
     env = {
         **os.environ,
         "CIFAR10_VENV": str(Path(sys.executable).parent.parent),
         "DVC_NO_ANALYTICS": "1",
     }
-    result = subprocess.run(
-        ["bash", "run.sh", *args], cwd=clone, env=env, capture_output=True, text=True, timeout=300
+    env.pop("CIFAR10_ALLOW_SLOW", None)
+    return subprocess.run(
+        ["bash", "run.sh", *args], cwd=clone, env=env, capture_output=True, text=True, timeout=600
     )
+
+
+def snapshot(clone: Path) -> dict[str, tuple[int, int]]:
+    """Every file of the clone outside .git and DVC's own tmp/state: size and mtime."""
+    return {
+        str(path.relative_to(clone)): (path.stat().st_size, path.stat().st_mtime_ns)
+        for path in clone.rglob("*")
+        if path.is_file() and not {".git", "tmp", "__pycache__"} & set(path.parts)
+    }
+
+
+@pytest.mark.parametrize(("args", "expected"), CASES, ids=[" ".join(a) for a, _ in CASES])
+def test_bad_run_is_one_line_exit_2_and_touches_nothing(clone, args, expected):
+    params_before = (clone / "params.yaml").read_bytes()
+    result = run_sh(clone, *args)
     assert result.returncode == 2, (result.stdout, result.stderr)
     errors = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(errors) == 1 and errors[0].startswith("error:"), result.stderr
@@ -79,3 +105,38 @@ def test_bad_run_is_one_line_exit_2_and_touches_nothing(clone, args, expected):
     assert (clone / "params.yaml").read_bytes() == params_before
     assert (clone / "models/resnet/model.safetensors").read_bytes() == b"earlier results"
     assert not (clone / "dvc.lock").exists() and not (clone / "data/prepared").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the gate is for machines without a GPU")
+def test_a_dry_run_says_what_would_run_and_what_it_costs_and_changes_nothing(clone):
+    before = snapshot(clone)
+    result = run_sh(clone, "2", "--dry-run", "-S", "train.lr=0.002")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "plan (" in out and "will run:" in out and "prepare (never run)" in out
+    for model in ("resnet", "efficientnet", "vit"):
+        assert f"train@{model}" in out
+        assert re.search(rf"^  {model} +test_\w+ at 32 px, batch 32: .* for 2 epochs$", out, re.M)
+    assert re.search(r"estimated training time on this CPU \(a few steps timed, \d+ s\)", out)
+    assert "total:" in out and out.strip().endswith("dry run: nothing was run or changed")
+    assert snapshot(clone) == before
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the gate is for machines without a GPU")
+def test_a_run_of_hours_on_a_cpu_stops_before_dvc_with_the_ways_on(clone):
+    before = snapshot(clone)
+    result = run_sh(clone, "5000")
+    assert result.returncode == 2, result.stdout
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    assert re.match(
+        r"error: about [\d.]+ (h|days) of training on this CPU \(no GPU found\)", errors[0]
+    )
+    for way in ("--preset cpu", "--preset transfer", "--preset smoke", "a GPU", "--allow-slow"):
+        assert way in errors[0]
+    assert "for 5000 epochs" in result.stdout  # the estimate itself was printed
+    assert snapshot(clone) == before
+
+    allowed = run_sh(clone, "5000", "--allow-slow", "--dry-run")
+    assert allowed.returncode == 0, allowed.stderr
+    assert "error:" not in allowed.stderr and "dry run: nothing was run" in allowed.stdout
