@@ -1,0 +1,295 @@
+"""show: the experiments as one readable table, for a terminal, a pipe or a report.
+
+    python -m stages.show [--all] [-n N] [--width 120] [--sort COLUMN [--desc]] [--md | --csv]
+    bash run.sh show ...                      # the same
+
+Rows are the workspace, the baseline commit and its experiments (DVC's own list, as
+`dvc exp show` has it); columns are the params that differ between those rows and the headline
+metrics: each model's test accuracy, the best model and the ensemble's accuracy, each model's
+best validation loss and accuracy and its training minutes. No hashes; plain text that fits
+``--width`` columns (the columns that do not fit are named under the table, least important
+first to go). ``--csv`` prints every column.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from stages.common.cli import run_command
+
+MISSING = "-"
+LONGEST_VALUE = 24  # characters of a param value shown (paths are cut from the left)
+
+
+@dataclass
+class Row:
+    label: str  # the Experiment column: workspace, a branch, or an indented experiment name
+    params: dict[str, Any] = field(default_factory=dict)  # flattened params.yaml
+    metrics: dict[str, Any] = field(default_factory=dict)  # "<file>:<key>" -> value
+
+
+@dataclass
+class Column:
+    label: str
+    priority: int  # lower shows first and goes last
+    cells: list[str]
+
+    @property
+    def width(self) -> int:
+        return max(len(self.label), *(len(cell) for cell in self.cells))
+
+
+# headline metrics: (file pattern, key, column label, priority); {m} is the model's name
+HEADLINES = [
+    (r"metrics/evaluate/(?P<m>[^/]+)\.json", "accuracy", "{m} acc", 10),
+    (r"metrics/compare\.json", "best_model", "best", 20),
+    (r"metrics/compare\.json", "ensemble_accuracy", "ensemble", 21),
+    (r"metrics/train/(?P<m>[^/]+)\.json", "best_val_loss", "{m} val_loss", 30),
+    (r"metrics/train/(?P<m>[^/]+)\.json", "best_val_accuracy", "{m} val_acc", 31),
+    (r"metrics/train/(?P<m>[^/]+)\.json", "train_minutes", "{m} min", 40),
+]
+FIRST_PARAMS = 4  # this many changed params rank before the metrics; the rest after them
+# which changed params matter most to a reader, by section: what people tune comes first, the
+# data's location and the download switch (a preset with --data changes both) last
+SECTION_RANK = ["train", "models", "data", "evaluate", "tune", "seed", "eda", "validate"]
+LAST_PARAMS = ("compare", "data.source", "downloads")
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """{'train': {'lr': 0.1}} -> {'train.lr': 0.1}; lists stay values."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, path))
+        else:
+            flat[path] = value
+    return flat
+
+
+def _row(label: str, data: dict[str, Any] | None) -> Row:
+    data = data or {}
+    params = (data.get("params") or {}).get("params.yaml", {}).get("data") or {}
+    metrics: dict[str, Any] = {}
+    for file, content in (data.get("metrics") or {}).items():
+        for key, value in flatten((content or {}).get("data") or {}).items():
+            metrics[f"{file}:{key}"] = value
+    return Row(label, flatten(params), metrics)
+
+
+def collect_rows(all_branches: bool = False, num: int = 1) -> list[Row]:
+    """The rows `dvc exp show` would list, in its order."""
+    from dvc.repo import Repo
+
+    rows = []
+    with Repo() as repo:
+        baselines = [e.dumpd() for e in repo.experiments.show(all_branches=all_branches, num=num)]
+    for baseline in baselines:
+        label = baseline.get("name") or _short_rev(baseline["rev"])
+        rows.append(_row(label, baseline.get("data")))
+        for experiment in baseline.get("experiments") or []:
+            state = (experiment.get("executor") or {}).get("state")
+            for revision in experiment.get("revs") or []:
+                name = revision.get("name") or experiment.get("name") or _short_rev(revision["rev"])
+                failed = revision.get("error") and state in (None, "success")
+                marker = f" [{state}]" if state not in (None, "success") else ""
+                row = _row(f"  {name}{marker}{' [failed]' if failed else ''}", revision.get("data"))
+                rows.append(row)
+    return rows
+
+
+def _short_rev(rev: str) -> str:
+    return rev if rev == "workspace" else rev[:7]
+
+
+def _format(value: Any) -> str:
+    if value is None:
+        return MISSING
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        return "[" + ",".join(_format(v) for v in value) + "]"
+    text = str(value)
+    return text if len(text) <= LONGEST_VALUE else "..." + text[-(LONGEST_VALUE - 3) :]
+
+
+def _names_under(params: dict[str, Any], section: str) -> str:
+    names = sorted({key.split(".")[1] for key in params if key.startswith(f"{section}.")})
+    return ",".join(names) or MISSING
+
+
+def param_columns(rows: list[Row]) -> list[Column]:
+    """The params whose values differ between rows, the most telling first. A section whose
+    entries differ (models added or dropped, downloads on or off) is one column of entry
+    names; keys of the entries every row has are columns of their own."""
+    changed: dict[str, list[str]] = {}
+    for section in ("models", "downloads"):
+        cells = [_names_under(row.params, section) for row in rows]
+        if len(set(cells)) > 1:
+            changed[section] = cells
+    for key in dict.fromkeys(key for row in rows for key in row.params):
+        section = key.split(".")[0]
+        if section == "downloads" and section in changed:
+            continue
+        if section == "models" and not all(key in row.params for row in rows):
+            continue  # a model some rows lack: the `models` column says so
+        cells = [_format(row.params.get(key)) for row in rows]
+        if len(set(cells)) > 1:
+            changed[key] = cells
+    ranked = sorted(changed, key=_interest)
+    return [
+        Column(_short_param(key), 1 + rank if rank < FIRST_PARAMS else 50 + rank, changed[key])
+        for rank, key in enumerate(ranked)
+    ]
+
+
+def _interest(key: str) -> tuple[int, int]:
+    """Sort key of a changed param: which models run and their architectures first, then
+    the sections by rank."""
+    if key == "models" or (key.startswith("models.") and key.endswith(".arch")):
+        return -1, 0
+    last = next((i for i, prefix in enumerate(LAST_PARAMS) if key.startswith(prefix)), None)
+    if last is not None:
+        return len(SECTION_RANK) + last, 0
+    section = key.split(".")[0]
+    return SECTION_RANK.index(section) if section in SECTION_RANK else len(SECTION_RANK), 0
+
+
+def _short_param(key: str) -> str:
+    """train.lr -> lr, models.vit.lr_scale -> vit.lr_scale: the sections people change most
+    are implied; others keep their section."""
+    for prefix in ("train.", "models."):
+        if key.startswith(prefix):
+            return key.removeprefix(prefix)
+    return key
+
+
+def metric_columns(rows: list[Row]) -> list[Column]:
+    """The headline metrics any row has, a column each (per model where per model)."""
+    found: dict[str, tuple[int, str]] = {}  # column title -> (priority, "<file>:<key>")
+    for row in rows:
+        for name in row.metrics:
+            file, _, key = name.partition(":")
+            for pattern, wanted, label, priority in HEADLINES:
+                match = re.fullmatch(pattern, file)
+                if match and key == wanted:
+                    found.setdefault(label.format(**match.groupdict()), (priority, name))
+    ordered = sorted(found.items(), key=lambda item: item[1][0])
+    columns = []
+    for title, (priority, name) in ordered:
+        cells = [_format(row.metrics.get(name)) for row in rows]
+        if any(cell != MISSING for cell in cells):
+            columns.append(Column(title, priority, cells))
+    return columns
+
+
+def fit(columns: list[Column], width: int) -> tuple[list[Column], list[Column]]:
+    """The columns that fit in ``width`` (the first, Experiment, always), in their order, and
+    those left out, dropping the least important first."""
+    shown = list(columns)
+    dropped: list[Column] = []
+    while len(shown) > 1 and _table_width(shown) > width:
+        victim = max(shown[1:], key=lambda c: (c.priority, shown.index(c)))
+        shown.remove(victim)
+        dropped.append(victim)
+    return shown, dropped
+
+
+def _table_width(columns: list[Column]) -> int:
+    return sum(column.width for column in columns) + 2 * (len(columns) - 1)
+
+
+def render_text(columns: list[Column]) -> list[str]:
+    widths = [column.width for column in columns]
+    lines = []
+    for index in range(-1, len(columns[0].cells)):
+        cells = [c.label if index < 0 else c.cells[index] for c in columns]
+        parts = [cells[0].ljust(widths[0])]
+        parts += [cell.rjust(w) for cell, w in zip(cells[1:], widths[1:])]
+        lines.append("  ".join(parts).rstrip())
+    return lines
+
+
+def render_markdown(columns: list[Column]) -> list[str]:
+    lines = ["| " + " | ".join(c.label for c in columns) + " |"]
+    lines.append("|" + "|".join(["---"] + ["---:"] * (len(columns) - 1)) + "|")
+    for index in range(len(columns[0].cells)):
+        lines.append("| " + " | ".join(c.cells[index].strip() for c in columns) + " |")
+    return lines
+
+
+def sort_rows(rows: list[Row], columns: list[Column], label: str, descending: bool) -> None:
+    """Sort each baseline's experiments by the column ``label`` (the rows stay grouped)."""
+    column = next((c for c in columns if c.label == label), None)
+    if column is None:
+        from stages.common.errors import ParamsError
+
+        known = ", ".join(c.label for c in columns[1:])
+        raise ParamsError(f"--sort: no column '{label}' (columns: {known})")
+    order = list(range(len(rows)))
+    groups: list[list[int]] = []
+    for index in order:
+        if rows[index].label.startswith("  ") and groups:
+            groups[-1].append(index)
+        else:
+            groups.append([index])
+
+    def key(index: int) -> tuple[bool, Any]:
+        cell = column.cells[index]
+        try:
+            value: Any = float(cell)
+        except ValueError:
+            value = cell
+        return (cell == MISSING, -value if descending and isinstance(value, float) else value)
+
+    ranked = [i for group in groups for i in [group[0], *sorted(group[1:], key=key)]]
+    for c in columns:
+        c.cells = [c.cells[i] for i in ranked]
+
+
+def table(rows: list[Row]) -> list[Column]:
+    experiment = Column("Experiment", 0, [row.label for row in rows])
+    return [experiment, *param_columns(rows), *metric_columns(rows)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--all", action="store_true", help="every branch's experiments")
+    parser.add_argument("-n", "--num", type=int, default=1, help="commits back to show")
+    parser.add_argument("--width", type=int, default=120, help="the table's width in characters")
+    parser.add_argument("--sort", help="a column to sort experiments by")
+    parser.add_argument("--desc", action="store_true", help="sort descending")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--md", action="store_true", help="a markdown table")
+    output.add_argument("--csv", action="store_true", help="CSV, every column")
+    args = parser.parse_args()
+    rows = collect_rows(args.all, args.num)
+    columns = table(rows)
+    if args.sort:
+        sort_rows(rows, columns, args.sort, args.desc)
+    if args.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow([c.label for c in columns])
+        writer.writerows(zip(*(c.cells for c in columns)))
+        return
+    shown, dropped = fit(columns, args.width)
+    lines = render_markdown(shown) if args.md else render_text(shown)
+    print("\n".join(lines))
+    if dropped:
+        names = ", ".join(c.label for c in sorted(dropped, key=lambda c: columns.index(c)))
+        print(f"\n(not shown for the width of {args.width}: {names}; --width or --csv for all)")
+    if len(columns) == 1:
+        print("\n(no params differ and no metrics yet: run an experiment, e.g. bash run.sh 5)")
+
+
+if __name__ == "__main__":
+    run_command(main)

@@ -1,0 +1,106 @@
+"""stages.show's table from rows as DVC lists them: which columns, in what order, and how it
+fits a width. (The real `dvc exp show` rows: tests/test_dvc_pipeline.py.)"""
+
+from __future__ import annotations
+
+import pytest
+
+from stages.common.errors import ParamsError
+from stages.show import Row, fit, flatten, render_text, sort_rows, table
+
+MODELS = {
+    "resnet": {"arch": "resnet50", "pretrained": True, "lr_scale": 1.0},
+    "vit": {"arch": "vit_base_patch16_224.augreg_in21k", "pretrained": True, "lr_scale": 0.1},
+}
+PARAMS = {
+    "seed": 42,
+    "downloads": {"cifar10": {"url": "https://example.org/c.tar.gz", "md5": "0" * 32}},
+    "data": {"source": "data/raw/cifar-10-python.tar.gz", "subset": None, "val_ratio": 0.1},
+    "train": {"epochs": 10, "lr": 0.001, "batch_size": 128, "augment": {"strategy": "standard"}},
+    "models": MODELS,
+}
+
+
+def row(label: str, params: dict, accuracy: dict[str, float] | None = None) -> Row:
+    metrics = {f"metrics/evaluate/{m}.json:accuracy": a for m, a in (accuracy or {}).items()}
+    metrics.update(
+        {f"metrics/train/{m}.json:train_minutes": 1.5 for m in accuracy or {}},
+    )
+    return Row(label, flatten(params), metrics)
+
+
+def changed(**sections) -> dict:
+    params = {
+        key: dict(value) if isinstance(value, dict) else value for key, value in PARAMS.items()
+    }
+    for section, values in sections.items():
+        params[section] = {**params[section], **values} if values else {}
+    return params
+
+
+def test_only_params_that_differ_are_columns_and_shortened():
+    rows = [
+        row("workspace", PARAMS),
+        row("main", PARAMS),
+        row("  fast-lr", changed(train={"lr": 0.003}), {"resnet": 0.41, "vit": 0.38}),
+    ]
+    columns = table(rows)
+    labels = [c.label for c in columns]
+    assert labels == ["Experiment", "lr", "resnet acc", "vit acc", "resnet min", "vit min"]
+    assert columns[1].cells == ["0.001", "0.001", "0.003"]
+    assert columns[2].cells == ["-", "-", "0.41"]
+
+
+def test_a_preset_replacing_models_and_downloads_is_one_column_each():
+    preset = changed(
+        models={},
+        downloads={},
+        data={"source": "/data/cifar10-jpeg.tar.gz"},
+        train={"epochs": 7, "batch_size": 1000},
+    )
+    preset["models"] = {"airbench": {"arch": "airbench", "pretrained": False}}
+    rows = [row("workspace", PARAMS), row("  cpu-1", preset, {"airbench": 0.905})]
+    labels = [c.label for c in table(rows)]
+    assert labels[:2] == ["Experiment", "models"]  # which models run: the first thing to know
+    assert "resnet.arch" not in labels and "airbench.arch" not in labels  # rows lack them
+    assert labels.count("downloads") == 1 and not any("cifar10.url" in x for x in labels)
+    assert labels.index("data.source") > labels.index("epochs")  # where the data lies: last
+    models = next(c for c in table(rows) if c.label == "models")
+    assert models.cells == ["resnet,vit", "airbench"]
+
+
+def test_the_table_fits_its_width_dropping_the_least_important_first():
+    many = {f"k{i}": 0.1 * i for i in range(12)}
+    rows = [
+        row("workspace", PARAMS),
+        row("  wide", changed(train={"lr": 0.003, **many}), {"resnet": 0.4, "vit": 0.3}),
+    ]
+    columns = table(rows)
+    shown, dropped = fit(columns, 80)
+    lines = render_text(shown)
+    assert max(len(line) for line in lines) <= 80
+    assert [c.label for c in shown][:2] == ["Experiment", "lr"]
+    assert "resnet acc" in [c.label for c in shown]  # a headline metric outranks late params
+    assert dropped and all(c.priority >= 40 for c in dropped)
+    assert not any("\N{HORIZONTAL ELLIPSIS}" in line for line in lines)  # no cut cells
+
+
+def test_long_values_are_cut_from_the_left_with_an_ascii_mark():
+    rows = [row("workspace", PARAMS), row("  x", changed(data={"source": "/a/" + "b" * 60}))]
+    source = next(c for c in table(rows) if c.label == "data.source")
+    assert source.cells[1].startswith("...") and source.cells[1].endswith("bbb")
+    assert len(source.cells[1]) <= 24
+
+
+def test_experiments_sort_within_their_baseline():
+    rows = [
+        row("main", PARAMS),
+        row("  a", changed(train={"lr": 0.01}), {"resnet": 0.3, "vit": 0.1}),
+        row("  b", changed(train={"lr": 0.02}), {"resnet": 0.5, "vit": 0.1}),
+        row("  c", changed(train={"lr": 0.03}), {"resnet": 0.4, "vit": 0.1}),
+    ]
+    columns = table(rows)
+    sort_rows(rows, columns, "resnet acc", descending=True)
+    assert columns[0].cells == ["main", "  b", "  c", "  a"]
+    with pytest.raises(ParamsError, match="--sort: no column 'accuracy' \\(columns: lr, "):
+        sort_rows(rows, columns, "accuracy", descending=False)
