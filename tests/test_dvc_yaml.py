@@ -1,71 +1,20 @@
-"""dvc.yaml against the code: every stage's code deps are exactly its import closure, and its
-outputs are exactly the paths stages/common/layout.py gives the code."""
+"""dvc.yaml against the code: every stage's code deps are exactly its import closure (written by
+scripts/dvc_deps.py), and its outputs are exactly the paths stages/common/layout.py gives the
+code."""
 
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 import pytest
 import yaml
 
+from scripts import dvc_deps
 from stages.common import layout
 from tests.conftest import ROOT
 
 PIPELINE = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 STAGES = PIPELINE["stages"]
-
-
-def module_file(module: str) -> Path | None:
-    """The file of a module of this project (None for third-party modules)."""
-    if not module.startswith("stages"):
-        return None
-    path = ROOT / Path(*module.split("."))
-    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
-
-
-def imported_modules(path: Path) -> set[str]:
-    """Project modules ``path`` imports at run time (``from stages.common import x`` counts x;
-    imports under ``if TYPE_CHECKING:`` do not)."""
-    tree = ast.parse(path.read_text())
-    typing_only = {
-        id(inner)
-        for node in ast.walk(tree)
-        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING"
-        for inner in ast.walk(node)
-    }
-    found = set()
-    for node in ast.walk(tree):
-        if id(node) in typing_only:
-            continue
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module)
-            for alias in node.names:
-                candidate = f"{node.module}.{alias.name}"
-                if (file := module_file(candidate)) is not None and file.exists():
-                    found.add(candidate)
-    return {name for name in found if name.startswith("stages")}
-
-
-def import_closure(module: str) -> set[str]:
-    """The project files ``module`` needs, itself included, as repository paths; package
-    __init__ files are left out (test_packages_hold_no_code keeps them empty)."""
-    seen: set[str] = set()
-    pending = [module]
-    while pending:
-        name = pending.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        pending.extend(imported_modules(module_file(name)))
-    files = {module_file(name) for name in seen}
-    return {
-        str(file.relative_to(ROOT))
-        for file in files
-        if file is not None and file.exists() and file.name != "__init__.py"
-    }
 
 
 def test_packages_hold_no_code():
@@ -74,35 +23,40 @@ def test_packages_hold_no_code():
         assert all(isinstance(node, ast.Expr) for node in body), f"{init} holds code"
 
 
-def stage_module(stage: dict) -> str:
-    command = (stage.get("do") or stage)["cmd"]
-    return command.split()[2]  # python -m stages.<name> ...
-
-
-def declared_code(stage: dict) -> set[str]:
-    deps = (stage.get("do") or stage)["deps"]
-    return {dep for dep in deps if dep.endswith(".py")}
-
-
 @pytest.mark.parametrize("name", sorted(STAGES))
 def test_code_deps_are_the_complete_import_closure(name):
-    stage = STAGES[name]
-    expected = import_closure(stage_module(stage))
-    declared = declared_code(stage)
-    assert declared == expected, (
-        f"dvc.yaml stage {name}: missing {sorted(expected - declared)}, "
-        f"not imported {sorted(declared - expected)}"
+    problems = dvc_deps.drifted(PIPELINE).get(name)
+    assert problems is None, (
+        f"dvc.yaml stage {name}: missing {problems[0]}, not imported {problems[1]}; "
+        "run: python scripts/dvc_deps.py"
     )
+
+
+def test_the_deps_writer_keeps_other_deps_and_their_place():
+    deps = ["data/prepared", "stages/old.py", "stages/train.py", "metrics/validate.json"]
+    code = ["stages/common/a.py", "stages/train.py"]
+    assert dvc_deps.with_code_deps(deps, code) == [
+        "data/prepared",
+        "stages/common/a.py",
+        "stages/train.py",
+        "metrics/validate.json",
+    ]
+    assert dvc_deps.with_code_deps(["data/prepared"], code) == ["data/prepared", *code]
+
+
+def test_a_type_checking_import_is_not_a_dep(tmp_path):
+    source = tmp_path / "m.py"
+    source.write_text(
+        "from typing import TYPE_CHECKING\nfrom stages.common import io\n"
+        "if TYPE_CHECKING:\n    from stages.common.sources import RawDataset\n"
+    )
+    assert dvc_deps.imported_modules(source) == {"stages.common", "stages.common.io"}
 
 
 def outputs(name: str) -> set[str]:
     """Every path stage ``name`` declares as an output (outs, metrics, plots)."""
     stage = STAGES[name].get("do") or STAGES[name]
-    paths = set()
-    for kind in ("outs", "metrics", "plots"):
-        for entry in stage.get(kind, []):
-            paths.add(entry if isinstance(entry, str) else next(iter(entry)))
-    return paths
+    return {path for kind in ("outs", "metrics", "plots") for path in declared(stage, kind)}
 
 
 def test_stage_outputs_are_the_layout_paths():
@@ -139,16 +93,34 @@ def test_stage_outputs_are_the_layout_paths():
     assert PIPELINE["artifacts"]["cifar10-classifier"]["path"] == str(layout.RELEASE_CHECKPOINT)
 
 
-def test_small_results_go_to_git_and_large_ones_to_the_remote():
-    """Metrics, plot data and reports are `cache: false` (git); data, models, predictions and
-    images are cached (the DVC remote)."""
+def declared(stage: dict, kind: str) -> dict[str, dict]:
+    """path -> options of one kind of output (outs, metrics, plots)."""
+    entries = stage.get(kind, [])
+    return dict((e, {}) if isinstance(e, str) else next(iter(e.items())) for e in entries)
+
+
+def test_metrics_and_plot_data_go_to_git_the_rest_to_the_remote():
+    """Metrics and plot data are `cache: false` (git); data, models, predictions and images
+    are cached (the DVC remote)."""
     for name, stage in STAGES.items():
         stage = stage.get("do") or stage
-        for kind in ("outs", "metrics", "plots"):
-            for entry in stage.get(kind, []):
-                path, options = (entry, {}) if isinstance(entry, str) else next(iter(entry.items()))
-                small = path.endswith((".json", ".md", ".yaml")) or path.startswith("dvclive")
-                assert options.get("cache", True) is not small, (name, path)
+        for path, options in declared(stage, "metrics").items():
+            assert path.startswith("metrics/") and options.get("cache") is False, (name, path)
+        for path, options in declared(stage, "plots").items():
+            small = path.startswith(("dvclive/", "evaluation/"))
+            assert options.get("cache", True) is not small, (name, path)
+        for path, options in declared(stage, "outs").items():
+            if options.get("cache", True) is False:
+                assert path.startswith("reports/"), (name, path)
+
+
+@pytest.mark.parametrize("name", ["train", "evaluate", "prepare"])
+def test_the_costly_stages_keep_dvcs_run_cache(name):
+    """DVC saves no run-cache entry for a stage with a `cache: false` output other than a
+    metric or a plot (dvc#8738): such a stage would re-run for inputs it has seen before."""
+    stage = STAGES[name].get("do") or STAGES[name]
+    uncached = [p for p, o in declared(stage, "outs").items() if o.get("cache", True) is False]
+    assert uncached == [], (name, uncached)
 
 
 def test_every_model_stage_comes_from_the_models_section():
@@ -156,10 +128,3 @@ def test_every_model_stage_comes_from_the_models_section():
         assert STAGES[name]["foreach"] == "${models}"
     assert STAGES["download"]["foreach"] == "${downloads}"
     assert "${data.source}" in STAGES["prepare"]["deps"]
-
-
-if __name__ == "__main__":  # print each stage's code deps, for pasting into dvc.yaml
-    for stage_name, definition in STAGES.items():
-        print(f"{stage_name}:")
-        for dep in sorted(import_closure(stage_module(definition))):
-            print(f"        - {dep}")

@@ -1,0 +1,145 @@
+"""Write every stage's code deps in dvc.yaml: the import closure of its script within stages/.
+
+    python scripts/dvc_deps.py           # rewrite the .py deps of dvc.yaml's stages
+    python scripts/dvc_deps.py --check   # exit 1, naming the stages whose deps drifted
+
+A stage must re-run when code it runs changes, and only then: editing a plot helper must not
+re-train the models. So each stage lists exactly the project files its `python -m stages.<x>`
+imports, directly or not (imports under `if TYPE_CHECKING:` do not count; package __init__
+files hold no code). Other deps (data, outputs of earlier stages) stay as they are, and so does
+the rest of the file (comments, order, formatting).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import io
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+PIPELINE = ROOT / "dvc.yaml"
+
+
+def module_file(module: str) -> Path | None:
+    """The file of a module of this project (None for third-party modules)."""
+    if not module.startswith("stages"):
+        return None
+    path = ROOT / Path(*module.split("."))
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Project modules ``path`` imports at run time (``from stages.common import x`` counts x;
+    imports under ``if TYPE_CHECKING:`` do not)."""
+    tree = ast.parse(path.read_text())
+    typing_only = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING"
+        for inner in ast.walk(node)
+    }
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            for alias in node.names:
+                candidate = f"{node.module}.{alias.name}"
+                if (file := module_file(candidate)) is not None and file.exists():
+                    found.add(candidate)
+    return {name for name in found if name.startswith("stages")}
+
+
+def import_closure(module: str) -> list[str]:
+    """The project files ``module`` needs, itself included, as sorted repository paths."""
+    seen: set[str] = set()
+    pending = [module]
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        file = module_file(name)
+        if file is not None and file.exists():
+            pending.extend(imported_modules(file))
+    files = {module_file(name) for name in seen}
+    return sorted(
+        str(file.relative_to(ROOT))
+        for file in files
+        if file is not None and file.exists() and file.name != "__init__.py"
+    )
+
+
+def stage_body(stage: dict[str, Any]) -> dict[str, Any]:
+    """A stage's definition (the `do` of a foreach stage)."""
+    return stage.get("do") or stage
+
+
+def stage_module(stage: dict[str, Any]) -> str:
+    return stage_body(stage)["cmd"].split()[2]  # python -m stages.<name> ...
+
+
+def with_code_deps(deps: list[str], code: list[str]) -> list[str]:
+    """``deps`` with its .py entries replaced by ``code``, placed where the first one was (or
+    after the other deps)."""
+    others = [dep for dep in deps if not str(dep).endswith(".py")]
+    first = next((i for i, dep in enumerate(deps) if str(dep).endswith(".py")), None)
+    at = len(others) if first is None else sum(1 for dep in deps[:first] if dep in others)
+    return [*others[:at], *code, *others[at:]]
+
+
+def _yaml():
+    from ruamel.yaml import YAML  # DVC's own YAML library, so the round trip keeps the file
+
+    yaml = YAML()
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    yaml.width = 100
+    return yaml
+
+
+def drifted(pipeline: dict[str, Any]) -> dict[str, tuple[list[str], list[str]]]:
+    """Stage name -> (missing, not imported) for every stage whose code deps are wrong."""
+    result = {}
+    for name, stage in pipeline["stages"].items():
+        expected = set(import_closure(stage_module(stage)))
+        declared = {dep for dep in stage_body(stage)["deps"] if str(dep).endswith(".py")}
+        if declared != expected:
+            result[name] = (sorted(expected - declared), sorted(declared - expected))
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="only report; exit 1 on drift")
+    args = parser.parse_args()
+    yaml = _yaml()
+    pipeline = yaml.load(PIPELINE.read_text())
+    problems = drifted(pipeline)
+    if args.check:
+        for name, (missing, extra) in problems.items():
+            print(f"dvc.yaml stage {name}: missing {missing}, not imported {extra}")
+        if problems:
+            print("run: python scripts/dvc_deps.py")
+        return 1 if problems else 0
+    if not problems:
+        print("dvc.yaml: code deps up to date")
+        return 0
+    for name in problems:
+        stage = pipeline["stages"][name]
+        deps = stage_body(stage)["deps"]
+        deps[:] = with_code_deps(list(deps), import_closure(stage_module(stage)))
+    out = io.StringIO()
+    yaml.dump(pipeline, out)
+    PIPELINE.write_text(out.getvalue())
+    print(f"dvc.yaml: code deps of {', '.join(problems)} rewritten")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
