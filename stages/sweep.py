@@ -26,9 +26,16 @@ import socket
 import subprocess
 import sys
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import optuna
+from matplotlib.ticker import FuncFormatter, MaxNLocator
+from optuna.study import MaxTrialsCallback
+from optuna.trial import TrialState
+from optuna.visualization import matplotlib as optuna_plots
 
 from stages.common.cli import run_command
 from stages.common.errors import ParamsError, StageError
@@ -51,7 +58,8 @@ ENV_STORAGE_OVERRIDE = "SWEEP_STORAGE"
 HEARTBEAT_SECONDS = 20
 TRIAL_RETRIES = 3
 FAILURES_IN_A_ROW = 3  # this many failed trials in a row stop the sweep: the cause is not chance
-# tune.objective -> the key of DVCLive's summary (dvclive/<model>/metrics.json) with the result
+TRUSTED_IMPORTANCE_TRIALS = 20  # fewer complete trials: the importances plot comes with a warning
+# tune.objective -> the key of the trial's metrics/train/<model>.json with the result
 RESULT_KEYS = {
     "val_loss": "best_val_loss",
     "val_accuracy": "best_val_accuracy",
@@ -82,7 +90,8 @@ class Sweep:
         return SWEEPS_DIR / self.study_name
 
     def experiment_name(self, number: int) -> str:
-        return f"{self.study_name}-t{number:03d}"
+        """Trial ``number`` (Optuna's, from 0) as everything here names it: from 1."""
+        return f"{self.study_name}-t{number + 1:03d}"
 
 
 def suggest(trial: Any, key: str, distribution: Distribution) -> Any:
@@ -107,7 +116,8 @@ def trial_overrides(sweep: Sweep, values: dict[str, Any]) -> list[str]:
 
 
 def run_trial(sweep: Sweep, trial: Any, overrides: list[str]) -> dict[str, Any]:
-    """Run the trial's DVC experiment; its metrics/train/<model>.json."""
+    """Run the trial's DVC experiment; its metrics/train/<model>.json (the objective is one
+    of them, so `dvc exp show --sort-by` ranks the trials by it)."""
     name = sweep.experiment_name(trial.number)
     command = [sys.executable, "-m", "dvc", "exp", "run", "--temp", "-n", name]
     for override in overrides:
@@ -127,11 +137,7 @@ def run_trial(sweep: Sweep, trial: Any, overrides: list[str]) -> dict[str, Any]:
     if result.returncode != 0:
         tail = log_file.read_text().strip().splitlines()[-1:] or ["no output"]
         raise SweepError(f"trial {trial.number}: `dvc exp run` failed ({tail[0]}); see {log_file}")
-    where = paths(sweep.model)
-    return {
-        **experiment_file(name, where.live_dir / "metrics.json"),
-        **experiment_file(name, where.train_metrics),
-    }
+    return experiment_file(name, paths(sweep.model).train_metrics)
 
 
 def experiment_file(name: str, metrics_file: Path) -> dict[str, Any]:
@@ -154,7 +160,6 @@ def experiment_file(name: str, metrics_file: Path) -> dict[str, Any]:
 
 
 def objective_function(sweep: Sweep):
-    import optuna
 
     tune = sweep.params.tune
     result_key = RESULT_KEYS[tune.objective]
@@ -197,7 +202,6 @@ def _short(value: Any) -> str:
 
 def report_trial(study: Any, trial: Any) -> None:
     """One line per finished trial: its value or fate, and the best so far."""
-    import optuna
 
     if trial.state == optuna.trial.TrialState.COMPLETE:
         outcome = f"{study.direction.name.lower()}d objective {trial.value:.4f}"
@@ -212,21 +216,28 @@ def report_trial(study: Any, trial: Any) -> None:
 
 
 def write_results(sweep: Sweep, study: Any) -> None:
-    """best.json, summary.md and Optuna's plots in sweeps/<study>/."""
-    import optuna
-    from optuna.visualization import matplotlib as optuna_plots
+    """summary.md (the trials, the best one, Optuna's plots), best.json and the plots, in
+    sweeps/<study>/."""
+    lines = trial_table(sweep, study)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if complete:
+        lines += write_best(sweep, study.best_trial)
+        lines += draw_plots(sweep, study, len(complete))
+    write_text(sweep.folder / "summary.md", "\n".join(lines) + "\n")
 
+
+def trial_table(sweep: Sweep, study: Any) -> list[str]:
     trials = study.get_trials(deepcopy=False)
     space = sweep.params.tune.space
-    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    count = Counter(t.state for t in trials)
     lines = [
         f"# Sweep {sweep.study_name}: {sweep.model}, {sweep.params.tune.objective} "
         f"({study.direction.name.lower()})",
         "",
-        f"{len(complete)} complete, "
-        f"{sum(t.state == optuna.trial.TrialState.PRUNED for t in trials)} pruned, "
-        f"{sum(t.state == optuna.trial.TrialState.FAIL for t in trials)} failed; "
-        f"{sweep.epochs} epochs per trial.",
+        f"{count[TrialState.COMPLETE]} complete, {count[TrialState.PRUNED]} pruned, "
+        f"{count[TrialState.FAIL]} failed; {sweep.epochs} epochs per trial. Trials count from "
+        f"1, as in the experiments' names ({sweep.experiment_name(0)} is trial 1; Optuna's own "
+        "number is one less).",
         "",
         "| trial | experiment | state | value | epochs | " + " | ".join(space) + " |",
         "|---:|---|---|---:|---:|" + "---|" * len(space),
@@ -238,53 +249,71 @@ def write_results(sweep: Sweep, study: Any) -> None:
             f"| {t.number + 1} | {t.user_attrs.get('experiment', '-')} | {t.state.name.lower()} "
             f"| {value} | {len(t.intermediate_values)} | " + " | ".join(cells) + " |"
         )
-    if complete:
-        best = study.best_trial
-        experiment = best.user_attrs["experiment"]
-        rerun = " ".join(f"-S '{o}'" for o in best.user_attrs["overrides"])
-        commands = {
-            "apply": f"dvc exp apply {experiment}",
-            "rerun": f"dvc exp run {rerun}",
-        }
-        write_json(
-            sweep.folder / "best.json",
-            {
-                "study": sweep.study_name,
-                "model": sweep.model,
-                "objective": sweep.params.tune.objective,
-                "value": best.value,
-                "trial": best.number + 1,
-                "experiment": experiment,
-                "params": best.params,
-                "commands": commands,
-            },
-        )
-        lines += [
-            "",
-            f"Best: trial {best.number + 1} ({experiment}), {best.value:.4f}.",
-            "",
-            f"    {commands['apply']}    # its outputs into the workspace",
-            f"    {commands['rerun']}",
-            "",
-        ]
+    return lines
+
+
+def write_best(sweep: Sweep, best: Any) -> list[str]:
+    """best.json; summary.md's lines about the best trial."""
+    experiment = best.user_attrs["experiment"]
+    rerun = " ".join(f"-S '{o}'" for o in best.user_attrs["overrides"])
+    commands = {"apply": f"dvc exp apply {experiment}", "rerun": f"dvc exp run {rerun}"}
+    write_json(
+        sweep.folder / "best.json",
+        {
+            "study": sweep.study_name,
+            "model": sweep.model,
+            "objective": sweep.params.tune.objective,
+            "value": best.value,
+            "trial": best.number + 1,
+            "experiment": experiment,
+            "params": best.params,
+            "commands": commands,
+        },
+    )
+    return [
+        "",
+        f"Best: trial {best.number + 1} ({experiment}), {best.value:.4f}.",
+        "",
+        f"    {commands['apply']}    # its outputs into the workspace",
+        f"    {commands['rerun']}",
+        "",
+    ]
+
+
+def draw_plots(sweep: Sweep, study: Any, complete: int) -> list[str]:
+    """Optuna's optimisation history (trials numbered from 1, as everywhere here), and with
+    two complete trials or more its parallel coordinates and parameter importances; the
+    summary's lines for them."""
+    figures: dict[str, Any] = {"history.png": optuna_plots.plot_optimization_history}
+    if complete >= 2:
+        figures["parallel_coordinate.png"] = optuna_plots.plot_parallel_coordinate
+        figures["importances.png"] = optuna_plots.plot_param_importances
+    lines = []
+    for file_name, plot in figures.items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
-            figures = {"history.png": optuna_plots.plot_optimization_history}
-            if len(complete) >= 2:
-                figures["parallel_coordinate.png"] = optuna_plots.plot_parallel_coordinate
-                figures["importances.png"] = optuna_plots.plot_param_importances
-            for file_name, plot in figures.items():
-                try:
-                    axes = plot(study)
-                except (ValueError, RuntimeError) as error:  # e.g. every value identical
-                    log.warning("%s: not drawn (%s)", file_name, error)
-                    continue
-                figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
-                figure.set_size_inches(9, 5)
-                figure.tight_layout()
-                save_figure(figure, sweep.folder / file_name)
-                lines.append(f"![{file_name}]({file_name})")
-    write_text(sweep.folder / "summary.md", "\n".join(lines) + "\n")
+            try:
+                axes = plot(study)
+            except (ValueError, RuntimeError) as error:  # e.g. every value identical
+                log.warning("%s: not drawn (%s)", file_name, error)
+                continue
+        if file_name == "history.png":
+            axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+            axes.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x + 1:.0f}"))
+        if file_name == "importances.png" and complete < TRUSTED_IMPORTANCE_TRIALS:
+            note = (
+                f"Parameter importances from {complete} complete trials say little: Optuna "
+                f"estimates them from the trials' spread, which needs "
+                f"{TRUSTED_IMPORTANCE_TRIALS} or more to separate a parameter from chance."
+            )
+            log.warning(note)
+            lines += ["", note]
+        figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
+        figure.set_size_inches(9, 5)
+        figure.tight_layout()
+        save_figure(figure, sweep.folder / file_name)
+        lines.append(f"![{file_name}]({file_name})")
+    return lines
 
 
 def absolute_sqlite(url: str) -> str:
@@ -297,7 +326,6 @@ def absolute_sqlite(url: str) -> str:
 
 
 def open_study(sweep: Sweep):
-    import optuna
 
     tune = sweep.params.tune
     _, direction = OBJECTIVES[tune.objective]
@@ -340,7 +368,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, help="trials in the study (default: tune.trials)")
     parser.add_argument("-S", "--set-param", action="append", default=[], dest="overrides")
     args = parser.parse_args()
-    raw, params = with_overrides(args.overrides)
+    _text, raw, params = with_overrides(args.overrides)
     params.model(args.model)
     tune = params.tune
     if args.trials is not None:
@@ -363,9 +391,6 @@ def main() -> None:
 
 
 def run_sweep(sweep: Sweep) -> None:
-    import optuna
-    from optuna.study import MaxTrialsCallback
-    from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(sweep)

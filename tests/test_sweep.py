@@ -15,7 +15,8 @@ import optuna
 import pytest
 import yaml
 
-from tests.conftest import run_module
+from stages.sweep import TRUSTED_IMPORTANCE_TRIALS, Sweep, draw_plots
+from tests.conftest import run_module, shipped
 from tests.test_dvc_pipeline import commit_all, dvc, environment, init_repo, keep_models, tiny
 
 pytestmark = pytest.mark.slow
@@ -69,8 +70,27 @@ def sweep_repo(project: Path) -> Path:
     )
     keep_models(repo, ["resnet"])
     dvc(repo, "repro", "validate")
-    commit_all(repo, "data prepared")
+    # the parent commit's evaluation, as a team's baseline has it: no trial evaluates, so no
+    # trial's experiment may show these numbers as its own
+    for name in ("metrics/evaluate/resnet.json", "metrics/compare.json"):
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(json.dumps({"accuracy": 0.123, "best_model": "resnet"}))
+    commit_all(repo, "data prepared, a baseline evaluated")
     return repo
+
+
+def trial_metrics(repo: Path) -> dict[str, dict]:
+    """Experiment name -> {metrics file: its numbers}, from `dvc exp show --json`."""
+    shown = json.loads(dvc(repo, "exp", "show", "--json").stdout)
+    found = {}
+    for baseline in shown:
+        for experiment in baseline.get("experiments") or []:
+            for revision in experiment["revs"]:
+                metrics = revision["data"]["metrics"]
+                found[revision["name"]] = {
+                    file: content["data"] for file, content in metrics.items() if "data" in content
+                }
+    return found
 
 
 def test_a_sweep_with_pruning_records_every_trial_as_an_experiment(sweep_repo):
@@ -86,10 +106,23 @@ def test_a_sweep_with_pruning_records_every_trial_as_an_experiment(sweep_repo):
     pruned = next(t for t in trials if t.state == optuna.trial.TrialState.PRUNED)
     assert len(pruned.intermediate_values) < 3  # it stopped early
     best = json.loads((sweep_repo / "sweeps" / STUDY / "best.json").read_text())
-    assert best["commands"]["apply"].startswith(f"dvc exp apply {STUDY}-t")
+    # one numbering everywhere: trial N is experiment ...-t00N, "trial N" in the console
+    assert best["experiment"] == f"{STUDY}-t{best['trial']:03d}"
+    assert best["commands"]["apply"] == f"dvc exp apply {best['experiment']}"
+    assert f"(trial {best['trial']})" in output
     assert "-S 'train.lr=" in best["commands"]["rerun"]
+    assert [t.user_attrs["experiment"] for t in trials] == [
+        f"{STUDY}-t{n:03d}" for n in range(1, 5)
+    ]
     for name in ("summary.md", "history.png"):
         assert (sweep_repo / "sweeps" / STUDY / name).exists()
+    # each trial's row holds its own numbers, the objective among them, and not its parent's
+    shown = trial_metrics(sweep_repo)
+    for trial in trials:
+        files = shown[trial.user_attrs["experiment"]]
+        assert "metrics/evaluate/resnet.json" not in files and "metrics/compare.json" not in files
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            assert files["metrics/train/resnet.json"]["best_val_loss"] == pytest.approx(trial.value)
     # the experiments overlay in `dvc plots diff`, and the best one applies
     names = [t.user_attrs["experiment"] for t in trials[:2]]
     diff = json.loads(dvc(sweep_repo, "plots", "diff", *names, "--json", "--split").stdout)
@@ -119,7 +152,7 @@ def test_a_sweep_with_pruning_records_every_trial_as_an_experiment(sweep_repo):
 def test_a_killed_sweep_continues_the_same_study(sweep_repo):
     process = start_sweep(sweep_repo, "--trials", "2")
     deadline = time.monotonic() + 600
-    log = sweep_repo / "sweeps" / STUDY / f"{STUDY}-t000.log"
+    log = sweep_repo / "sweeps" / STUDY / f"{STUDY}-t001.log"
     while "Running stage 'train@resnet'" not in (log.read_text() if log.exists() else ""):
         assert process.poll() is None and time.monotonic() < deadline
         time.sleep(0.5)
@@ -180,3 +213,16 @@ def test_a_bad_search_space_stops_before_any_trial(project, space, expected):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [expected] or expected in result.stderr
     assert not (project / "sweeps").exists()
+
+
+def test_importances_from_a_handful_of_trials_come_with_a_warning(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.RandomSampler(0))
+    study.optimize(lambda t: t.suggest_float("x", 0, 1) ** 2 + t.suggest_float("y", 0, 1), 5)
+    sweep = Sweep(shipped(), {}, "resnet", "s", "sqlite://", 3, [])
+    sweep.folder.mkdir(parents=True)
+    few = draw_plots(sweep, study, complete=5)
+    assert "Parameter importances from 5 complete trials say little" in " ".join(few)
+    assert "![importances.png](importances.png)" in few
+    many = draw_plots(sweep, study, complete=TRUSTED_IMPORTANCE_TRIALS)
+    assert not any("say little" in line for line in many)

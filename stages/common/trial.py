@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from stages.common.layout import METRICS_DIR, PREPARE_METRICS, VALIDATE_METRICS, paths
 from stages.common.params import TuneParams
 
 log = logging.getLogger(__name__)
@@ -20,6 +22,7 @@ ENV_STORAGE = "CIFAR10_SWEEP_STORAGE"
 ENV_STUDY = "CIFAR10_SWEEP_STUDY"
 ENV_TRIAL = "CIFAR10_SWEEP_TRIAL_ID"
 ENV_OBJECTIVE = "CIFAR10_SWEEP_OBJECTIVE"
+DVC_TEMP_EXPERIMENTS = ".dvc/tmp/exps/"  # where `dvc exp run --temp` runs a trial
 
 # tune.objective -> (the per-epoch metric the engine logs, the direction Optuna optimises)
 OBJECTIVES = {
@@ -80,3 +83,21 @@ def trial_reporter(tune: TuneParams, epochs: int) -> TrialReporter | None:
     trial = optuna.trial.Trial(study, int(os.environ[ENV_TRIAL]))
     metric, _direction = OBJECTIVES[os.environ[ENV_OBJECTIVE]]
     return TrialReporter(trial, metric)
+
+
+def drop_inherited_metrics(model: str) -> list[Path]:
+    """Delete, in a trial's temporary copy of the repository, the headline metrics it
+    inherited from its parent commit and did not produce: the evaluation and comparison of the
+    parent's models, the other models' training. DVC commits the whole copy as the trial's
+    experiment, so `dvc exp show` would list the parent's numbers in the trial's row as if
+    they were the trial's. The data's metrics (prepare, validate) stay: the trial used that
+    data. Outside DVC's temporary copies this does nothing. Returns what it deleted."""
+    if DVC_TEMP_EXPERIMENTS not in Path.cwd().resolve().as_posix() + "/":
+        return []
+    keep = {PREPARE_METRICS, VALIDATE_METRICS, paths(model).train_metrics}
+    stale = [path for path in sorted(METRICS_DIR.rglob("*.json")) if path not in keep]
+    for path in stale:
+        path.unlink()
+    if stale:
+        log.info("left out of this trial's experiment: %s", ", ".join(map(str, stale)))
+    return stale
