@@ -2,8 +2,10 @@
 
 Outputs: ``metrics/compare.json`` (the best model, the ensemble's headline numbers),
 ``reports/comparison.md`` and ``reports/comparison.json`` (the whole table),
-``plots/compare/*.png``, and ``release/model.safetensors``: a copy of the best single model's
-checkpoint, the model registry's artifact (dvc.yaml `artifacts`).
+``plots/compare/*.png``, and ``release/model.safetensors``: the best single model's checkpoint
+with the TTA and temperature its evaluation used, the model registry's artifact (dvc.yaml
+`artifacts`). When the ensemble scores best, the report and the log say which single model
+was released instead, and why.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ import numpy as np
 
 from stages.common import metrics as m
 from stages.common import plots
+from stages.common.checkpoint import InferenceSettings, ModelCheckpoint
 from stages.common.cli import run_stage
 from stages.common.errors import DataError, first_line
-from stages.common.io import NPZ_ERRORS, copy_file, read_json, save_figure, write_json, write_text
+from stages.common.io import NPZ_ERRORS, read_json, save_figure, write_json, write_text
 from stages.common.layout import (
     COMPARE_DETAILS,
     COMPARE_METRICS,
@@ -191,7 +194,16 @@ def main(params: Params) -> None:
     )
     histories = {name: read_curves(paths(name).live_dir) for name in names}
     save_figure(plots.training_curves_figure(histories, colours), COMPARE_PLOTS / "training.png")
-    copy_file(paths(best_single).checkpoint, RELEASE_CHECKPOINT)
+    settings = release(best_single)
+    if best["model"] == ENSEMBLE:
+        single = next(entry for entry in rows if entry["model"] == best_single)
+        notes.append(
+            f"the ensemble scores best by {metric} ({best[metric]:.4f}), but release/ holds "
+            f"one model, the best single one: {best_single} ({single[metric]:.4f}). The "
+            "registry's artifact is a single model file that stages.predict and a service "
+            "load; the ensemble averages the models/<m>/ checkpoints' probabilities."
+        )
+        log.warning(notes[-1])
     ensemble_row = next((entry for entry in rows if entry["model"] == ENSEMBLE), None)
     headline = {"best_model": best["model"], "best_value": best[metric]}
     if ensemble_row:
@@ -199,17 +211,37 @@ def main(params: Params) -> None:
     write_json(COMPARE_METRICS, headline)
     write_json(
         COMPARE_DETAILS,
-        {"metric": metric, "released_model": best_single, "rows": rows, "notes": notes},
+        {
+            "metric": metric,
+            "released_model": best_single,
+            "released_inference": settings.model_dump(),
+            "rows": rows,
+            "notes": notes,
+        },
     )
     write_text(COMPARE_REPORT, markdown_table(rows, best["model"], metric, notes))
     log.info(
-        "best by %s: %s (%.4f); released %s -> %s",
+        "best by %s: %s (%.4f); released %s -> %s (TTA %s, temperature %.2f)",
         metric,
         best["model"],
         best[metric],
         best_single,
         RELEASE_CHECKPOINT,
+        settings.tta,
+        settings.temperature,
     )
+
+
+def release(name: str) -> InferenceSettings:
+    """Model ``name``'s checkpoint as release/model.safetensors, carrying the test-time
+    augmentation and temperature its evaluation scored it with (so that the released file
+    predicts as it was scored, wherever it goes)."""
+    where = paths(name)
+    settings = InferenceSettings.of_evaluation(where.evaluation_details)
+    checkpoint = ModelCheckpoint.load(where.checkpoint)
+    info = checkpoint.info.model_copy(update={"inference": settings})
+    ModelCheckpoint(info, checkpoint.weights).save(RELEASE_CHECKPOINT)
+    return settings
 
 
 if __name__ == "__main__":

@@ -6,9 +6,10 @@
 Images of any size or mode are converted the way CIFAR-10 was made (RGB, shorter side to
 32 px, centre crop). For a model of params.yaml that evaluation has scored
 (evaluation/<model>/details.json), predictions use the test-time augmentation it used and the
-temperature it fitted on those logits; --tta and --temperature override them. A file that cannot
-be read gets an error in its row; the others are still classified. Output: a table on stdout,
-or CSV/JSON with --out.
+temperature it fitted on those logits; the released model (release/model.safetensors) carries
+the same settings in its metadata; --tta and --temperature override them. A file that cannot be
+read gets an error in its row; the others are still classified. Output: a table on stdout, or
+CSV/JSON with --out.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import get_args
@@ -24,11 +26,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from stages.common.checkpoint import InferenceSettings
 from stages.common.cli import run_command
 from stages.common.errors import ParamsError
 from stages.common.images import IMAGE_SUFFIXES, decode_image
 from stages.common.inference import LoadedModel, load_model, predict_logits
-from stages.common.io import read_json, write_json
+from stages.common.io import write_json
 from stages.common.layout import paths
 from stages.common.params import TtaMode
 
@@ -44,11 +47,11 @@ class Prediction:
 
 @dataclass
 class Evaluated:
-    """What evaluation settled for a model: the TTA it scored with, the temperature it fitted."""
+    """A model file, and what its evaluation settled when it is a model of params.yaml that
+    evaluation has scored (else the file's own settings apply: see main)."""
 
     checkpoint: Path
-    temperature: float | None = None
-    tta: str = "none"
+    settings: InferenceSettings | None = None
 
 
 def resolve_model(model: str) -> Evaluated:
@@ -64,10 +67,7 @@ def resolve_model(model: str) -> Evaluated:
         )
     if not where.evaluation_details.is_file():
         return Evaluated(where.checkpoint)
-    details = read_json(where.evaluation_details)
-    return Evaluated(
-        where.checkpoint, details["calibration"]["temperature"], details.get("tta", "none")
-    )
+    return Evaluated(where.checkpoint, InferenceSettings.of_evaluation(where.evaluation_details))
 
 
 def image_files(inputs: list[Path]) -> list[Path]:
@@ -176,12 +176,16 @@ def main() -> None:
     args = parser.parse_args()
     if args.out is not None and args.out.suffix not in (".csv", ".json"):
         raise ParamsError(f"--out: '{args.out}' must end in .csv or .json")
+    if args.temperature is not None and not (
+        math.isfinite(args.temperature) and args.temperature > 0
+    ):
+        raise ParamsError(f"--temperature: must be a finite number > 0, got {args.temperature}")
     evaluated = resolve_model(args.model)
-    temperature = args.temperature or evaluated.temperature or 1.0
-    tta = args.tta or evaluated.tta
-    if args.temperature is not None and args.temperature <= 0:
-        raise ParamsError(f"--temperature: must be > 0, got {args.temperature}")
     loaded = load_model(evaluated.checkpoint)
+    # the evaluation's settings for a model of params.yaml; a released file carries its own
+    settings = evaluated.settings or loaded.info.inference or InferenceSettings()
+    temperature = args.temperature or settings.temperature
+    tta = args.tta or settings.tta
     top_k = max(1, min(args.top_k, len(loaded.classes)))
     files = image_files(args.inputs)
     if not files:

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
-from stages.common.checkpoint import METADATA_KEY
+from stages.common.checkpoint import METADATA_KEY, CheckpointInfo, ModelCheckpoint, Preprocessing
 from stages.common.tensorio import load_tensors, save_tensors
 from tests import synthetic
 from tests.conftest import run_module, update_params
@@ -101,8 +102,17 @@ def test_compare_with_one_model_skips_the_ensemble(evaluated, tmp_path):
     assert summary == {"best_model": "resnet", "best_value": summary["best_value"]}
     details = json.loads((project / "reports/comparison.json").read_text())
     assert details["released_model"] == "resnet"
-    released = project / "release/model.safetensors"
-    assert released.read_bytes() == (project / "models/resnet/model.safetensors").read_bytes()
+    # the released file is the model, carrying the TTA and temperature it was scored with
+    released = ModelCheckpoint.load(project / "release/model.safetensors")
+    model = ModelCheckpoint.load(project / "models/resnet/model.safetensors")
+    assert released.weights.keys() == model.weights.keys()
+    assert all(torch.equal(released.weights[k], model.weights[k]) for k in model.weights)
+    evaluation = json.loads((project / "evaluation/resnet/details.json").read_text())
+    assert released.info.inference is not None and model.info.inference is None
+    assert released.info.inference.tta == evaluation["tta"]
+    assert released.info.inference.temperature == evaluation["calibration"]["temperature"]
+    assert released.info.model_copy(update={"inference": None}) == model.info
+    assert details["released_inference"] == released.info.inference.model_dump()
 
 
 def test_compare_ensemble_is_the_average_of_two_models(evaluated, tmp_path):
@@ -127,6 +137,43 @@ def test_compare_ensemble_is_the_average_of_two_models(evaluated, tmp_path):
     assert [row["model"] for row in table] == ["resnet", "vit", "ensemble"]
     for name in ("comparison", "risk_coverage", "training"):
         assert (project / f"plots/compare/{name}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_when_the_ensemble_wins_compare_says_which_single_model_it_released(evaluated, tmp_path):
+    """Each model right on half the images, confidently, and unsure on the other half: alone
+    each scores 0.5, their average 1.0. release/ still holds one model, and says so."""
+    project = Path(shutil.copytree(evaluated, tmp_path / "ensemble"))
+    for sub in ("evaluation", "dvclive", "models"):
+        shutil.copytree(project / sub / "resnet", project / sub / "vit")
+    labels = np.load(project / "evaluation/resnet/predictions.npz")["labels"]
+    half = np.arange(len(labels)) < len(labels) // 2
+    for name, confident in (("resnet", half), ("vit", ~half)):
+        probabilities = np.full((len(labels), 10), 0.001)
+        wrong = (labels + 1) % 10
+        rows = np.arange(len(labels))
+        probabilities[rows, labels] = np.where(confident, 0.99, 0.44)
+        probabilities[rows, wrong] = np.where(confident, 0.002, 0.55)
+        probabilities /= probabilities.sum(1, keepdims=True)
+        arrays = dict(np.load(project / "evaluation/resnet/predictions.npz"))
+        arrays["probabilities"] = probabilities
+        np.savez(project / f"evaluation/{name}/predictions.npz", **arrays)
+        accuracy = float((probabilities.argmax(1) == labels).mean())
+        headline = json.loads((project / "metrics/evaluate/resnet.json").read_text())
+        (project / f"metrics/evaluate/{name}.json").write_text(
+            json.dumps({**headline, "accuracy": accuracy})
+        )
+    shutil.copy(project / "metrics/train/resnet.json", project / "metrics/train/vit.json")
+    keep_models(project, ["resnet", "vit"])
+    result = run_module(project, "stages.compare")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((project / "metrics/compare.json").read_text())
+    assert summary["best_model"] == "ensemble" and summary["best_value"] == pytest.approx(1.0)
+    expected = "the ensemble scores best by accuracy (1.0000), but release/ holds one model"
+    assert expected in result.stderr
+    assert expected in (project / "reports/comparison.md").read_text()
+    details = json.loads((project / "reports/comparison.json").read_text())
+    assert details["released_model"] == "resnet"  # the first of the single models tied at 0.5
+    assert f"{expected}, the best single one: resnet (0.5000)" in " ".join(details["notes"])
 
 
 def digest(path: Path) -> str:
@@ -212,3 +259,21 @@ def test_damaged_predictions_stop_compare_with_one_line(evaluated, tmp_path, dam
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: evaluation/resnet/predictions.npz: damaged predictions")
     assert "dvc checkout" in last
+
+
+@pytest.mark.parametrize(
+    ("pretrained", "title"),
+    [
+        (True, "vit_base_patch16_224.augreg_in21k"),
+        ("/weights/vit.safetensors", "vit_base_patch16_224.augreg_in21k"),
+        (False, "vit_base_patch16_224"),
+    ],
+)
+def test_figure_titles_name_the_pretrained_tag_only_for_pretrained_weights(pretrained, title):
+    info = CheckpointInfo(
+        arch="vit_base_patch16_224.augreg_in21k",
+        classes=list(synthetic.CLASSES),
+        preprocessing=Preprocessing(img_size=32, mean=(0.5,) * 3, std=(0.5,) * 3),
+        params={"model": {"pretrained": pretrained}},
+    )
+    assert info.architecture == title

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from stages.common.checkpoint import InferenceSettings, ModelCheckpoint
 from tests import synthetic
 from tests.conftest import run_module
 
@@ -100,6 +101,61 @@ def test_the_evaluations_tta_is_used_unless_overridden(trained_project, photos):
         probabilities[bool(override)] = json.loads((trained_project / "t.json").read_text())[0]
     details.unlink()
     assert probabilities[True]["probability_1"] != probabilities[False]["probability_1"]
+
+
+def test_a_released_file_predicts_with_the_settings_it_carries(trained_project, photos, tmp_path):
+    """A copy of the released model, anywhere, predicts with the TTA and temperature stored in
+    it, as the model of params.yaml does with its evaluation's."""
+    model = ModelCheckpoint.load(trained_project / "models/resnet/model.safetensors")
+    settings = InferenceSettings(tta="flip", temperature=2.5)
+    released = tmp_path / "shipped" / "model.safetensors"
+    released.parent.mkdir()
+    ModelCheckpoint(model.info.model_copy(update={"inference": settings}), model.weights).save(
+        released
+    )
+    details = trained_project / "evaluation/resnet/details.json"
+    details.parent.mkdir(parents=True, exist_ok=True)
+    details.write_text(json.dumps({"calibration": {"temperature": 2.5}, "tta": "flip"}))
+    one = str(next(photos.glob("*.png")))
+    outputs = {}
+    for name in ("resnet", str(released)):
+        result = predict(trained_project, name, one, "--out", "r.json")
+        assert result.returncode == 0, result.stderr
+        assert "(TTA flip, temperature 2.50)" in result.stderr
+        outputs[name] = json.loads((trained_project / "r.json").read_text())[0]
+    assert outputs["resnet"]["probability_1"] == outputs[str(released)]["probability_1"]
+
+
+@pytest.mark.parametrize(
+    ("temperature", "expected"),
+    [
+        ("nan", "error: --temperature: must be a finite number > 0, got nan"),
+        ("inf", "error: --temperature: must be a finite number > 0, got inf"),
+        ("-1", "error: --temperature: must be a finite number > 0, got -1.0"),
+        ("0", "error: --temperature: must be a finite number > 0, got 0.0"),
+    ],
+)
+def test_a_temperature_that_is_no_temperature_is_refused(
+    trained_project, photos, temperature, expected
+):
+    result = predict(trained_project, "resnet", str(photos), "--temperature", temperature)
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == expected
+
+
+@pytest.mark.parametrize("stored", [-1.0, 0.0, float("nan"), float("inf"), "warm", None])
+def test_a_stored_temperature_that_is_no_temperature_names_the_file(
+    trained_project, photos, stored
+):
+    """A negative temperature would reverse the ranking silently; nan makes every probability
+    nan. Evaluation never writes one; a damaged or edited details.json is refused."""
+    details = trained_project / "evaluation/resnet/details.json"
+    details.parent.mkdir(parents=True, exist_ok=True)
+    details.write_text(json.dumps({"calibration": {"temperature": stored}, "tta": "none"}))
+    result = predict(trained_project, "resnet", str(photos))
+    details.unlink()
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: evaluation/resnet/details.json: no usable TTA and temperature")
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError
 
 from stages.common.errors import DataError
+from stages.common.io import read_json
+from stages.common.params import TtaMode
 from stages.common.tensorio import load_tensors, load_tree, save_tensors, save_tree
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,32 @@ class Preprocessing(BaseModel):
     interpolation: Literal["bilinear", "bicubic"] = "bilinear"
 
 
+class InferenceSettings(BaseModel):
+    """How evaluation scored the model: its test-time augmentation and the temperature fitted
+    on those logits. The released model carries them, so that it predicts as it was scored."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tta: TtaMode = "none"
+    temperature: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 1.0
+
+    @classmethod
+    def of_evaluation(cls, details_path: Path) -> InferenceSettings:
+        """What evaluation/<model>/details.json says; one DataError line naming the file when
+        it says nothing usable (a temperature that is not a finite positive number, say)."""
+        details = read_json(details_path)
+        try:
+            return cls(
+                tta=details.get("tta", "none"), temperature=details["calibration"]["temperature"]
+            )
+        except (KeyError, TypeError, AttributeError, ValidationError) as error:
+            problem = error.errors()[0]["msg"] if isinstance(error, ValidationError) else error
+            raise DataError(
+                f"{details_path}: no usable TTA and temperature ({problem}); re-create it with "
+                "`dvc repro -f` of its evaluate stage"
+            ) from None
+
+
 class CheckpointInfo(BaseModel):
     """The metadata stored with the weights."""
 
@@ -55,6 +83,15 @@ class CheckpointInfo(BaseModel):
     data_sha256: str | None = None
     best_epoch: int | None = None
     params: dict[str, Any] = {}
+    inference: InferenceSettings | None = None  # set on the released copy (stages/compare.py)
+
+    @property
+    def architecture(self) -> str:
+        """The architecture as a title should name it: without timm's pretrained tag
+        (``vit_base_patch16_224.augreg_in21k``) when the model did not start from those
+        weights."""
+        pretrained = self.params.get("model", {}).get("pretrained", True)
+        return self.arch if pretrained else self.arch.split(".", 1)[0]
 
 
 @dataclass
