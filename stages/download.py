@@ -31,8 +31,9 @@ def download(name: str, url: str, md5: str, path: Path) -> None:
             download_url(url, staging, path.name)
         except Exception as error:  # urllib, http and socket errors come in many types
             raise DataError(
-                f"downloads.{name}: fetching {url} failed ({first_line(error)}); offline, put "
-                "your own copy under DVC and set downloads: {} (README: your own copy)"
+                f"downloads.{name}: fetching {url} failed ({first_line(error)}); without the "
+                "internet, give a local copy: `bash run.sh --preset smoke --data PATH` for a "
+                "first run (README: your own copy of the data)"
             ) from None
         fetched = Path(staging) / path.name
         if not check_md5(str(fetched), md5):

@@ -36,7 +36,7 @@ def evaluate(
     check_fits(loaded, data.classes, checkpoint)
     inference = evaluation.infer(loaded, data, params.evaluate, name)
     scores = evaluation.score(inference, data, params.evaluate)
-    title = f"{name} ({loaded.info.arch})"
+    title = f"{name} ({loaded.info.architecture})"
     context = evaluation.FigureContext(
         loaded, data, params.evaluate, params.seed, name, title, colour
     )

@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -131,6 +132,46 @@ def test_an_edit_of_the_source_data_reruns_prepare(project, image_folder, tmp_pa
     assert "class 'horse' is missing from test" in failed.stderr
 
 
+def test_the_same_data_moved_elsewhere_reruns_prepare_only(project, image_tar, tmp_path):
+    """prepare's outputs say nothing of where the source lay: the stages after it stay cached."""
+    first = tmp_path / "here" / "cifar.tar.gz"
+    first.parent.mkdir()
+    shutil.copy(image_tar, first)
+    repo = init_repo(project, validate={"drift_tolerance": 1.0}, **offline_data(first))
+    dvc(repo, "repro", "eda")
+    prepared = digest(repo / "data/prepared/manifest.json")
+    moved = tmp_path / "there" / "renamed.tar.gz"
+    moved.parent.mkdir()
+    shutil.move(first, moved)
+    update_params(repo, data={"source": str(moved)})
+    run = dvc(repo, "repro", "eda").stdout
+    assert "Running stage 'prepare'" in run
+    assert "Stage 'validate' didn't change, skipping" in run
+    assert "Stage 'eda' didn't change, skipping" in run
+    assert digest(repo / "data/prepared/manifest.json") == prepared
+
+
+def test_dvc_warnings_about_outputs_never_produced_become_one_note(project):
+    """`dvc exp run` on a clone whose dvc.lock records nothing (main carries no run) warns once
+    per output it cannot restore; run.sh's exp_run says it once."""
+    repo = init_repo(project, validate={"drift_tolerance": 1.0})
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.exp_run", "-S", "eda.hist_bins=32", "eda"],
+        cwd=repo,
+        env=environment(repo),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Running stage 'eda'" in result.stdout
+    assert "No file hash info found" not in result.stdout + result.stderr
+    note = "note: outputs never produced in this clone have no recorded version to restore"
+    assert (result.stdout + result.stderr).count(note) == 1
+    plain = dvc(repo, "exp", "run", "-S", "eda.hist_bins=16", "eda", check=False)
+    assert "No file hash info found" not in plain.stdout + plain.stderr  # recorded now
+
+
 def test_the_download_stage_fetches_verifies_and_feeds_prepare(project, image_tar, tmp_path):
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
     from threading import Thread
@@ -170,10 +211,18 @@ def test_the_download_stage_fetches_verifies_and_feeds_prepare(project, image_ta
         assert not list((repo / "data/raw").glob(".cifar.tar.gz*"))
     finally:
         server.shutdown()
+    # offline (nothing listens there): one line, and the first command to try instead
+    offline_url = "http://127.0.0.1:9/cifar.tar.gz"
+    update_params(repo, downloads={"mirror": {**entry, "url": offline_url}})
+    offline = dvc(repo, "repro", "prepare", check=False)
+    assert offline.returncode != 0
+    line = next(line for line in offline.stderr.splitlines() if "downloads.mirror" in line)
+    assert f"fetching {offline_url} failed" in line
+    assert "`bash run.sh --preset smoke --data PATH`" in line
 
 
-def exp_show_columns(repo: Path) -> list[str]:
-    table = dvc(repo, "exp", "show", "--only-changed", "--csv").stdout
+def exp_show_columns(repo: Path, *args: str) -> list[str]:
+    table = dvc(repo, "exp", "show", "--only-changed", "--csv", *args).stdout
     return next(csv.reader(io.StringIO(table)))
 
 
@@ -254,6 +303,66 @@ def test_full_pipeline_another_model_and_experiments(repo):
         assert status[f"train@{model}"] == [
             {"changed deps": {"params.yaml": {"train": "modified"}}}
         ], status
+
+
+# The README's `dvc exp show` recipes ("Experiments"): every column but the hashes, and only
+# the columns named.
+WITHOUT_HASHES = "Created|^[^:]*/[^:]*$|^(dvclive|evaluation|models)$"
+ONLY_THESE = "Experiment|^train\\.(lr|epochs)$|accuracy$|best_model"
+
+
+def stage_command(repo: Path, module: str, *args: str) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=repo,
+        env=environment(repo),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_the_plan_before_a_run_and_the_table_after_it(repo):
+    # nothing changed since the baseline: nothing runs, nothing is timed
+    unchanged = stage_command(repo, "stages.preflight").stdout
+    assert "will run" not in unchanged and "cost: no model trains" in unchanged
+    assert re.search(r"cached: +prepare, validate, eda, train@resnet,", unchanged)
+    # a shared train key: both models, what follows them, and only that
+    planned = stage_command(repo, "stages.preflight", "-S", "train.lr=0.002").stdout
+    assert re.search(r"cached: +prepare, validate, eda\n", planned), planned
+    assert "train@resnet (changed), train@vit (changed), evaluate@resnet" in planned
+    assert "compare" in planned.split("will run:")[1]
+    assert re.search(r"^  resnet +test_resnet at 32 px", planned, re.M)
+
+    before = stage_command(repo, "stages.show").stdout
+    assert [line.split()[0] for line in before.splitlines()[1:3]] == ["workspace", "main"]
+    stage_command(repo, "stages.exp_run", "-n", "lr2", "-S", "train.lr=0.002")
+    table = stage_command(repo, "stages.show").stdout.splitlines()
+    assert max(len(line) for line in table) <= 120
+    header = table[0].split()
+    assert header[:2] == ["Experiment", "lr"] and "acc" in header
+    assert not any("/" in label or label.endswith(".py") for label in header)
+    experiment = next(line for line in table if line.startswith("  lr2"))
+    assert experiment.split()[1] == "0.002"
+    assert stage_command(repo, "stages.show", "--md").stdout.startswith("| Experiment | lr |")
+
+    # back to the baseline's rate: DVC's run-cache holds both models' training for it
+    update_params(repo, train={"lr": 0.001})
+    restored = stage_command(repo, "stages.preflight").stdout
+    assert re.search(r"restored from the run-cache: +train@resnet, train@vit\n", restored)
+    assert re.search(r"will run: +evaluate@resnet, evaluate@vit, compare\n", restored)
+    assert "cost: no model trains" in restored
+
+    # the README's recipes for `dvc exp show`
+    columns = exp_show_columns(repo, "--drop", WITHOUT_HASHES)
+    assert "train.lr" in columns and "metrics/evaluate/vit.json:accuracy" in columns
+    assert not any(c.endswith(".py") or c.startswith(("data/", "models/")) for c in columns)
+    wide = dvc(repo, "exp", "show", "--drop", ".*", "--keep", ONLY_THESE, "--md").stdout
+    assert max(len(line) for line in wide.splitlines()) <= 120 and "train.lr" in wide
+    readme = (ROOT / "README.md").read_text()
+    assert WITHOUT_HASHES in readme and ONLY_THESE in readme
 
 
 def test_team_round_trip_through_a_remote(repo, tmp_path):

@@ -69,7 +69,9 @@ def build_model(name: str, spec: ModelParams, num_classes: int) -> tuple[nn.Modu
         except Exception as error:  # hub clients raise many types
             raise ParamsError(
                 f"{key}.pretrained: could not fetch timm's weights for '{spec.arch}' "
-                f"({first_line(error)}); offline, set it to a local .pth/.safetensors file"
+                f"({first_line(error)}); offline, set it to a local .safetensors/.pth file, "
+                "or fill timm's cache where the internet is and set HF_HUB_OFFLINE=1 "
+                "(README: pretrained weights offline)"
             ) from None
     else:
         try:

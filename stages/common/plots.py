@@ -209,6 +209,9 @@ def training_curves_figure(
 ) -> Figure:
     """Per-epoch curves of every model: one panel per metric, one line per model."""
     keys = list(next(iter(curves.values())))
+    longest = max(
+        (len(series) for curve in curves.values() for series in curve.values()), default=1
+    )
     figure, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.8), squeeze=False)
     for axis, key in zip(axes[0], keys):
         for name, series in curves.items():
@@ -217,7 +220,10 @@ def training_curves_figure(
                 axis.plot(epochs, series[key], "o-", color=colours[name], label=name, markersize=3)
         axis.set_title(key)
         axis.set_xlabel("epoch")
-        axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.5
+        # whole epochs only, also for a run of one or two (matplotlib pads a single point's
+        # axis to 0.94..1.06 and would tick it in fractions)
+        axis.set_xlim(0.5, max(longest, 1) + 0.5)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         axis.grid(alpha=0.3)
     axes[0, 0].legend()
     figure.suptitle("Training curves, all models")
