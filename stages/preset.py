@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from stages.common.cli import run_command
 from stages.common.errors import ParamsError
 from stages.common.params import PARAMS_FILE, read_params_file
+from stages.common.yamlfile import load_yaml
 
 PRESETS_DIR = Path("presets")
 REPLACED_WHOLE = ("models", "downloads")
@@ -32,8 +32,16 @@ def hydra_value(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(hydra_value(v) for v in value) + "]"
     if isinstance(value, str):
-        return json.dumps(value)
+        return hydra_string(value)
     return json.dumps(value)  # numbers, true/false, null
+
+
+def hydra_string(text: str) -> str:
+    """``text`` as a double-quoted Hydra string. Hydra reads any character between the quotes
+    (JSON's \\u escapes it would not decode: a path with ü became \\u00fc); a backslash
+    is special only before a quote or at the end, and ${ starts an interpolation."""
+    escaped = re.sub(r'(\\+)(?="|$)', lambda run: run.group(1) * 2, text)
+    return '"' + escaped.replace('"', '\\"').replace("${", "\\${") + '"'
 
 
 def overrides(preset: dict[str, Any], params: dict[str, Any]) -> list[str]:
@@ -75,7 +83,7 @@ def load_preset(name: str) -> dict[str, Any]:
     if not path.is_file():
         known = sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
         raise ParamsError(f"preset '{name}': no {path} (presets: {', '.join(known)})")
-    preset = yaml.safe_load(path.read_text()) or {}
+    preset = load_yaml(path) or {}
     if not isinstance(preset, dict):
         raise ParamsError(f"{path}: expected a mapping of params.yaml sections")
     return preset

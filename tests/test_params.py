@@ -110,13 +110,17 @@ def test_a_shared_key_moves_every_model():
             "tune.space.train.epochs: an int range needs whole bounds",
         ),
         ({"tune": {"pruner": "asha"}}, "tune.pruner: Input should be 'median', 'hyperband'"),
+        ({"seed": -1}, "seed: Input should be greater than or equal to 0"),
+        ({"seed": 2**70}, "seed: Input should be less than 4294967296"),
+        ({"models": {}}, "models: no models: name at least one"),
+        ({"train": {"lr": [0.1] * 1_000_000}}, "train.lr: Input should be a valid number (got"),
     ],
 )
 def test_bad_values_name_the_key(sections, expected):
     with pytest.raises(ParamsError) as error:
         parse_params(merged(**sections))
     assert str(error.value).startswith(expected), str(error.value)
-    assert "\n" not in str(error.value)
+    assert "\n" not in str(error.value) and len(str(error.value)) < 300  # values quoted short
 
 
 def test_numbers_written_as_strings_by_yaml_are_accepted():
@@ -192,3 +196,60 @@ def test_every_preset_makes_a_valid_params_file(tmp_path, image_tar, preset):
     checked = run_module(project, "stages.check_params", *overrides)
     assert checked.returncode == 0, checked.stderr
     assert "params.yaml is valid" in checked.stderr
+
+
+# "billion laughs": each of nine levels repeats the one below nine times (4.9e8 values)
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(8)
+)
+
+
+def line_of(text: str, line: str, occurrence: int = 1) -> int:
+    """The 1-based number of the ``occurrence``-th line of ``text`` equal to ``line``."""
+    numbers = [n for n, found in enumerate(text.splitlines(), 1) if found == line]
+    return numbers[occurrence - 1]
+
+
+def duplicate_lr(text: str) -> tuple[bytes, str]:
+    original = next(line for line in text.splitlines() if line.strip().startswith("lr: "))
+    damaged = text.replace(original, f"{original}\n{original}", 1)
+    first, second = line_of(damaged, original), line_of(damaged, original, 2)
+    return damaged.encode(), f"line {second}: duplicate key 'lr' (first at line {first})"
+
+
+def duplicate_seed(text: str) -> tuple[bytes, str]:
+    damaged = text + "seed: 7\n"
+    first = next(n for n, line in enumerate(text.splitlines(), 1) if line.startswith("seed:"))
+    return damaged.encode(), f"line {len(damaged.splitlines())}: duplicate key 'seed' " + (
+        f"(first at line {first}); YAML would keep only the last one"
+    )
+
+
+def latin_1(text: str) -> tuple[bytes, str]:
+    damaged = text.replace("seed: 42", "seed: 42 # caf\u00e9", 1).encode("latin-1")
+    return damaged, f"not UTF-8 text (byte 0xe9 at offset {damaged.index(0xE9)}); save it as UTF-8"
+
+
+FILE_CASES = [
+    latin_1,
+    lambda text: (text.encode("utf-16"), "not UTF-8 text (byte 0xff at offset 0)"),
+    duplicate_lr,
+    duplicate_seed,
+    lambda text: (
+        (text + BOMB).encode(),
+        "its aliases expand to 4.9e+08 values (a params file has hundreds; an alias bomb?)",
+    ),
+]
+
+
+@pytest.mark.parametrize("damage", FILE_CASES)
+def test_a_params_file_pyyaml_would_misread_is_one_line(project, damage):
+    """Each refused before any stage runs: DVC reads params as UTF-8 and refuses duplicate
+    keys with a ten-line error; an alias bomb hung check_params and every stage."""
+    path = project / "params.yaml"
+    damaged, expected = damage(path.read_text())
+    path.write_bytes(damaged)
+    result = run_process(project, "stages.check_params", timeout=60)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: params.yaml: {expected}"), lines

@@ -36,7 +36,13 @@ def with_overrides(overrides: list[str], path: Path = PARAMS_FILE) -> Overridden
                 apply_overrides(copy, overrides)
             except InvalidArgumentError as error:
                 cause = error.__cause__ or error
-                raise ParamsError(f"-S {' '.join(overrides)}: {first_line(cause)}") from None
+                hint = ""
+                if "LexerNoViableAlt" in type(cause).__name__ + str(cause):
+                    hint = (
+                        " (a value with spaces or characters beyond letters, digits and "
+                        """/._- needs quotes: -S 'data.source="/data/ü x.tar"')"""
+                    )
+                raise ParamsError(f"-S {' '.join(overrides)}: {first_line(cause)}{hint}") from None
             raw = read_params_file(copy)
             text = copy.read_text()
     return Overridden(text, raw, parse_params(raw, str(path)))

@@ -11,10 +11,10 @@ from __future__ import annotations
 import copy
 import difflib
 import re
+import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from stages.common.errors import ParamsError
+from stages.common.yamlfile import load_yaml
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -210,7 +211,7 @@ class TuneParams(Section):
 
 
 class Params(Section):
-    seed: StrictInt
+    seed: Annotated[StrictInt, Field(ge=0, lt=2**32)]  # numpy's and torch's generators
     downloads: dict[str, Download]
     data: DataParams
     validate_: ValidateParams = Field(alias="validate")
@@ -226,6 +227,8 @@ class Params(Section):
     @field_validator("models")
     @classmethod
     def _names_fit_paths(cls, models: dict[str, ModelParams]) -> dict[str, ModelParams]:
+        if not models:
+            raise ValueError("no models: name at least one (the pipeline trains and compares them)")
         for name in models:
             if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
                 raise ValueError(
@@ -244,11 +247,6 @@ class Params(Section):
     def learning_rate(self, name: str) -> float:
         """The learning rate model ``name`` trains at: train.lr x its lr_scale."""
         return self.train.lr * self.model(name).lr_scale
-
-
-class _UnknownKey(ValueError):
-    def __init__(self, key: str, known: list[str]) -> None:
-        super().__init__(f"{key}: unknown key{_suggestion(key, known)}")
 
 
 def _suggestion(key: str, known: list[str]) -> str:
@@ -295,7 +293,16 @@ def _describe(error: ValidationError) -> str:
         if separator and " " not in nested:
             return f"{key}.{nested}: {rest}" if key else f"{nested}: {rest}"
         return f"{key}: {message}"
-    return f"{key}: {message} (got {first.get('input')!r})"
+    return f"{key}: {message} (got {_quoted(first.get('input'))})"
+
+
+def _quoted(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters: an error line quotes the value, however
+    large (a list of a million items, an alias-expanded tree)."""
+    short = reprlib.Repr()
+    short.maxstring = short.maxother = limit
+    short.maxlist = short.maxdict = 4
+    return short.repr(value)
 
 
 def _known_keys(location: tuple[Any, ...]) -> list[str]:
@@ -410,17 +417,12 @@ def _check_search_key(params: Params, key: str) -> None:
 
 
 def read_params_file(path: Path | str = PARAMS_FILE) -> Any:
-    """The parsed YAML of ``path``; a syntax error is one line with its line and column."""
+    """The parsed YAML of ``path``; a syntax error, a duplicate key, text that is not UTF-8 or
+    an alias bomb is one line (stages/common/yamlfile.py)."""
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: params file not found (run from the repository root)")
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
-        problem = getattr(error, "problem", None) or "not valid YAML"
-        raise ParamsError(f"{path}:{where} {problem}") from None
+    return load_yaml(path)
 
 
 def load_params(path: Path | str = PARAMS_FILE) -> Params:
