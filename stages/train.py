@@ -22,7 +22,7 @@ from stages.common.dataset import load_prepared
 from stages.common.engine import Distributed, Trainer, TrainResult, TrainRun
 from stages.common.errors import DataError
 from stages.common.freezing import Freezer
-from stages.common.io import read_json, write_json
+from stages.common.io import read_json, writable, write_json
 from stages.common.layout import MANIFEST_FILE, paths
 from stages.common.models import build_model, count_parameters
 from stages.common.params import Params
@@ -37,6 +37,10 @@ def train(params: Params, name: str) -> None:
     train_params = params.train
     lr = params.learning_rate(name)
     where = paths(name)
+    outputs = [where.checkpoint, where.train_metrics, where.live_dir / "metrics.json"]
+    for output in [*outputs, where.resume_dir / "resume.safetensors"]:
+        if problem := writable(output):  # found now, not after every epoch has run
+            raise DataError(f"{output}: cannot write it ({problem}); nothing was trained")
     data = load_prepared()
     torch.manual_seed(params.seed)  # model creation draws from the global generator
     model, preprocessing = build_model(name, spec, len(data.classes))

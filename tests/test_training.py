@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -186,10 +187,11 @@ def test_a_warm_up_of_almost_the_whole_run_leaves_a_step_to_decay(scheduler):
 
 
 def test_early_stopping(ready_project):
-    # a learning rate this high makes validation loss worse after the first epoch
+    # a learning rate this high makes validation loss worse after the first epoch (not so high
+    # that the loss explodes: that run stops as diverged, test below)
     update_params(
         ready_project,
-        train={"epochs": 8, "patience": 1, "lr": 5.0, "scheduler": "constant", "grad_clip": None},
+        train={"epochs": 8, "patience": 1, "lr": 0.5, "scheduler": "constant", "grad_clip": None},
     )
     result = train(ready_project)
     assert result.returncode == 0, result.stderr
@@ -232,7 +234,7 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(ready_project, tmp_path)
     assert metrics(ready_project) == metrics(uninterrupted)
     # one continuous history, identical values
     assert history(ready_project, "val/loss") == history(uninterrupted, "val/loss")
-    assert [s for s, _ in history(ready_project, "train/loss")] == list(range(3))
+    assert [s for s, _ in history(ready_project, "train/loss")] == [1, 2, 3]  # epochs from 1
     ours = ModelCheckpoint.load(ready_project / "models/resnet/model.safetensors").weights
     theirs = ModelCheckpoint.load(uninterrupted / "models/resnet/model.safetensors").weights
     for key, tensor in theirs.items():
@@ -363,3 +365,84 @@ def test_bad_input_one_line_and_outputs_intact(trained_project, tmp_path, change
     assert "Traceback" not in result.stderr
     assert digest(trained_project / "models/resnet/model.safetensors") == before
     assert not (tmp_path / "object.ran").exists()  # nothing was unpickled
+
+
+@pytest.mark.parametrize(
+    ("train_params", "expected"),
+    [
+        # a learning rate a million times too large: the loss explodes within the first epoch
+        (
+            {"optimizer": "sgd", "lr": 1e6, "grad_clip": None, "scheduler": "constant"},
+            r"models\.resnet: training diverged in epoch 1, step \d+ \(loss [^)]+; no better "
+            r"than guessing is 2\.30\): the learning rate \(1e\+06\) is the likely cause; "
+            r"lower train\.lr or models\.resnet\.lr_scale\. No model was written",
+        ),
+        # and one large enough that the weights themselves overflow
+        (
+            {"optimizer": "sgd", "lr": 1e30, "grad_clip": None, "scheduler": "constant"},
+            r"models\.resnet: training diverged in epoch 1, step \d+ \(loss (nan|inf|[\d.e+]+)",
+        ),
+    ],
+)
+def test_a_diverging_run_stops_with_one_line_and_no_best_model(
+    ready_project, train_params, expected
+):
+    """It used to train on to a loss of 1.7e12, save that epoch as the best and exit 0."""
+    update_params(ready_project, train={"epochs": 3, **train_params})
+    result = train(ready_project)
+    assert result.returncode == 1, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(f"error: {expected}.*", last), last
+    assert "Traceback" not in result.stderr and "*best*" not in result.stderr
+    assert not (ready_project / "models/resnet/model.safetensors").exists()
+
+
+@pytest.mark.parametrize(("sent", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupted_run_says_so_in_one_line_and_resumes(ready_project, sent, code):
+    update_params(ready_project, train={"epochs": 40})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stages.train", "resnet"],
+        cwd=ready_project,
+        env=stage_environment(ready_project),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(ready_project / "checkpoints/resnet/resume.safetensors")
+    process.send_signal(sent)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == code, stderr[-2000:]
+    last = stderr.strip().splitlines()[-1]
+    assert re.fullmatch(
+        r"error: resnet: interrupted after epoch \d+ of 40; run the same command to resume "
+        rf"from there{' [(]SIGTERM[)]' if sent == signal.SIGTERM else ''}",
+        last,
+    ), last
+    assert "Traceback" not in stderr
+    update_params(ready_project, train={"epochs": 40})  # the same params: it resumes
+    again = subprocess.run(
+        [sys.executable, "-m", "stages.train", "resnet"],
+        cwd=ready_project,
+        env=stage_environment(ready_project),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert again.returncode == 0 and "resuming from checkpoints/resnet" in again.stderr
+
+
+@pytest.mark.parametrize(
+    "blocked", ["models/resnet", "metrics/train", "dvclive/resnet", "checkpoints/resnet"]
+)
+def test_an_output_that_cannot_be_written_stops_before_the_first_epoch(ready_project, blocked):
+    """A read-only or misplaced output folder used to cost every epoch and then a traceback.
+    (A file where the folder goes stands in for read-only: root may write anywhere.)"""
+    (ready_project / blocked).parent.mkdir(parents=True, exist_ok=True)
+    (ready_project / blocked).write_text("a file where a folder goes")
+    result = train(ready_project)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert (
+        last.startswith(f"error: {blocked}/") and "cannot write it (cannot make the folder" in last
+    )
+    assert last.endswith("nothing was trained") and "epoch 1/" not in result.stderr

@@ -3,25 +3,44 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from collections.abc import Callable
 
-from stages.common.errors import StageError
+from stages.common.errors import StageError, Terminated
 from stages.common.params import Params, load_params
 from stages.common.runtime import keep_freed_memory
 
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def run_command(main: Callable[[], None]) -> None:
-    """Call ``main()``; a StageError exits with one clear line and its exit code."""
+    """Call ``main()``; a StageError exits with one clear line and its exit code, so does an
+    interrupt (Ctrl-C: 130, SIGTERM: 143, as shells count them) and an error of the operating
+    system (a full disk, a read-only folder)."""
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     keep_freed_memory()
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         main()
     except StageError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(error.exit_code)
+    except KeyboardInterrupt as interrupt:  # Terminated too
+        terminated = isinstance(interrupt, Terminated) or isinstance(
+            interrupt.__cause__, Terminated
+        )
+        said = str(interrupt) or "interrupted"
+        print(f"error: {said}{' (SIGTERM)' if terminated else ''}", file=sys.stderr)
+        sys.exit(143 if terminated else 130)
+    except OSError as error:
+        where = f": {error.filename}" if error.filename else ""
+        print(f"error: {error.strerror or error}{where}", file=sys.stderr)
+        sys.exit(1)
 
 
 def run_stage(main: Callable[[Params], None], load: Callable[[], Params] = load_params) -> None:

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from stages.common.augment import AugmentedImages, BatchMixer, EpochIndices, whole_batch
 from stages.common.checkpoint import Preprocessing, load_resume_state, save_resume_state
 from stages.common.dataset import PreparedData
-from stages.common.errors import ParamsError
+from stages.common.errors import ParamsError, StageError
 from stages.common.freezing import Freezer, freeze_batchnorm_stats
 from stages.common.inference import DeviceInput, predict_logits
 from stages.common.metrics import classification_metrics
@@ -36,6 +36,17 @@ from stages.common.params import TrainParams
 from stages.common.runtime import autocast, available_cpus, loader_workers, use_amp
 
 log = logging.getLogger(__name__)
+
+
+DIVERGED_LOSS_FACTOR = 100
+
+
+class TrainingDiverged(StageError):
+    """The loss became non-finite or exploded: a run that can only get worse."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during training, with what a re-run of the same command resumes."""
 
 
 @dataclass(frozen=True)
@@ -239,6 +250,8 @@ class Trainer:
             else None
         )
         self.forward_model = self._wrap(self.model)
+        # a loss this far above the uniform guess's log(classes) means the run has blown up
+        self.diverged_loss = DIVERGED_LOSS_FACTOR * math.log(len(run.data.classes))
 
     def _loader(self) -> DataLoader:
         """One loader for the whole run; its workers persist across epochs. Shuffling is a
@@ -331,7 +344,16 @@ class Trainer:
         for step, (images, targets) in enumerate(bar, start=epoch * self.steps_per_epoch):
             lr = self.current_lr()  # the rate this step trains at (the scheduler moves it after)
             loss, logits, targets = self.train_step(images, targets, step)
-            loss_sum += loss.item() * len(targets)
+            value = loss.item()
+            if not math.isfinite(value) or value > self.diverged_loss:
+                raise TrainingDiverged(
+                    f"models.{self.run.name}: training diverged in epoch {epoch + 1}, step "
+                    f"{step + 1} (loss {value:.3g}; no better than guessing is "
+                    f"{math.log(len(self.run.data.classes)):.2f}): the learning rate "
+                    f"({lr:.3g}) is the likely cause; lower train.lr or "
+                    f"models.{self.run.name}.lr_scale. No model was written"
+                )
+            loss_sum += value * len(targets)
             seen += len(targets)
             correct += int((logits.argmax(1) == targets).sum())
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
@@ -400,8 +422,22 @@ class Trainer:
         for epoch in range(start_epoch, params.epochs):
             if stopped_early or pruned:
                 break
-            metrics, epoch_seconds = self.train_epoch(epoch)
+            try:
+                metrics, epoch_seconds = self.train_epoch(epoch)
+            except KeyboardInterrupt as interrupt:
+                done = f"after epoch {epoch}" if epoch else "in its first epoch"
+                resume = "resume from there" if epoch else "start again"
+                raise TrainingInterrupted(
+                    f"{run.name}: interrupted {done} of {params.epochs}; run the same command "
+                    f"to {resume}"
+                ) from interrupt
             metrics.update(self.val_metrics())
+            if not math.isfinite(metrics["val/loss"]):
+                raise TrainingDiverged(
+                    f"models.{run.name}: validation loss {metrics['val/loss']} after epoch "
+                    f"{epoch + 1}: the learning rate ({metrics['train/lr']:.3g}) is the likely "
+                    "cause; lower it. No model was written"
+                )
             seconds += epoch_seconds
             history.append(metrics)
             improved = metrics["val/loss"] < best["val_loss"]

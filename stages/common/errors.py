@@ -17,6 +17,10 @@ class DataError(StageError):
     """The data source or the prepared data cannot be used."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so that it ends as an interrupt does."""
+
+
 def first_line(error: BaseException | str, prefer: str = "", limit: int = 200) -> str:
     """The first informative line of an error message (or the first containing ``prefer``)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]

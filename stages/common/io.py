@@ -27,7 +27,8 @@ os.umask(_UMASK)
 def atomic_path(path: Path | str) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; it replaces ``path`` only on success."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if problem := writable(path):
+        raise DataError(f"{path}: cannot write it ({problem})")
     handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
     temp = Path(temp_name)
@@ -35,8 +36,26 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     try:
         yield temp
         os.replace(temp, path)
+    except OSError as error:  # a full disk, a read-only folder: one line naming the output
+        raise DataError(f"{path}: cannot write it ({error.strerror or error})") from None
     finally:
         temp.unlink(missing_ok=True)
+
+
+def writable(path: Path | str) -> str | None:
+    """Why ``path`` cannot be written atomically (a directory there, a folder that cannot be
+    made or written), or None. Checked before long work whose result goes there."""
+    path = Path(path)
+    if path.is_dir():
+        return f"'{path}' is a directory"
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        return f"cannot make the folder '{folder}' ({error.strerror or error})"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"the folder '{folder}' is not writable"
+    return None
 
 
 def write_atomic(path: Path | str, writer: Callable[[Path], Any]) -> None:
