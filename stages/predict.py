@@ -31,7 +31,7 @@ from stages.common.cli import run_command
 from stages.common.errors import ParamsError
 from stages.common.images import IMAGE_SUFFIXES, decode_image
 from stages.common.inference import LoadedModel, load_model, predict_logits
-from stages.common.io import write_json
+from stages.common.io import writable, write_atomic, write_json
 from stages.common.layout import paths
 from stages.common.params import TtaMode
 
@@ -71,7 +71,8 @@ def resolve_model(model: str) -> Evaluated:
 
 
 def image_files(inputs: list[Path]) -> list[Path]:
-    """The files named and the image files inside the folders named, in a stable order."""
+    """The files named and the image files inside the folders named, in a stable order. A
+    path that does not exist is a mistake in the command (one line, exit 2)."""
     files: list[Path] = []
     for item in inputs:
         if item.is_dir():
@@ -79,8 +80,10 @@ def image_files(inputs: list[Path]) -> list[Path]:
             if not found:
                 log.warning("%s: no image files found", item)
             files += found
-        else:
+        elif item.exists() or item.is_symlink():
             files.append(item)
+        else:
+            raise ParamsError(f"inputs: '{item}' does not exist")
     return files
 
 
@@ -91,7 +94,10 @@ def read_images(files: list[Path]) -> tuple[np.ndarray, list[Prediction]]:
         row = Prediction(str(path))
         rows.append(row)
         try:
-            image, problem = decode_image(path.read_bytes(), convert=True)
+            if not path.is_file():  # a named pipe or a device would block the read forever
+                image, problem = None, "not a regular file (not read)"
+            else:
+                image, problem = decode_image(path.read_bytes(), convert=True)
         except OSError as error:
             image, problem = None, f"unreadable ({error.strerror or error})"
         if image is None:
@@ -153,8 +159,6 @@ def render(rows: list[Prediction], top_k: int, out: Path | None) -> None:
                 writer.writeheader()
                 writer.writerows(records)
 
-        from stages.common.io import write_atomic
-
         write_atomic(out, write)
     else:
         raise ParamsError(f"--out: '{out}' must end in .csv or .json")
@@ -176,6 +180,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.out is not None and args.out.suffix not in (".csv", ".json"):
         raise ParamsError(f"--out: '{args.out}' must end in .csv or .json")
+    if args.out is not None and (problem := writable(args.out)):
+        raise ParamsError(f"--out: {problem}")
+    for option in ("top_k", "batch_size"):
+        if getattr(args, option) < 1:
+            flag = "--" + option.replace("_", "-")
+            raise ParamsError(f"{flag}: must be 1 or more, got {getattr(args, option)}")
     if args.temperature is not None and not (
         math.isfinite(args.temperature) and args.temperature > 0
     ):

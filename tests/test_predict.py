@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from PIL import Image
 from stages.common.checkpoint import InferenceSettings, ModelCheckpoint
 from tests import synthetic
 from tests.conftest import run_module
+from tests.test_evaluate import rewrite_metadata
 
 
 @pytest.fixture(scope="module")
@@ -165,21 +167,48 @@ def test_a_stored_temperature_that_is_no_temperature_names_the_file(
         (["resnet", "PHOTOS", "--out", "p.txt"], "error: --out: 'p.txt' must end in .csv or .json"),
         (["resnet", "EMPTY"], "error: inputs: no image files found"),
         (["PICKLE", "PHOTOS"], "not a safetensors file (looks like a pickle); refusing"),
+        (
+            ["resnet", "PHOTOS", "--batch-size", "0"],
+            "error: --batch-size: must be 1 or more, got 0",
+        ),
+        (["resnet", "PHOTOS", "--top-k", "0"], "error: --top-k: must be 1 or more, got 0"),
+        (["resnet", "PHOTOS", "--out", "DIR.json"], "out.json' is a directory"),
+        (["resnet", "PHOTOS", "--out", "AFILE/p.csv"], "error: --out: cannot make the folder"),
+        (["resnet", "MISSING"], "error: inputs: '"),
+        (["ALIEN", "PHOTOS"], "its architecture 'resnet9000_from_the_future' is not one this"),
     ],
 )
 def test_bad_arguments_are_one_line(trained_project, photos, tmp_path, args, expected):
     (tmp_path / "empty").mkdir()
     pickle_file = tmp_path / "model.safetensors"
     pickle_file.write_bytes(b"\x80\x04\x95 a pickle")
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "out.json").mkdir()
+    alien = tmp_path / "alien.safetensors"
+    shutil.copy(trained_project / "models/resnet/model.safetensors", alien)
+    rewrite_metadata(alien, lambda info: info.update(arch="resnet9000_from_the_future"))
     substitutes = {
         "PHOTOS": str(photos),
         "EMPTY": str(tmp_path / "empty"),
         "PICKLE": str(pickle_file),
+        "DIR.json": str(tmp_path / "out.json"),  # a directory where the output would go
+        "AFILE/p.csv": str(tmp_path / "a-file" / "p.csv"),
+        "MISSING": str(tmp_path / "no-such-photo.png"),
+        "ALIEN": str(alien),
     }
     result = predict(trained_project, *(substitutes.get(arg, arg) for arg in args))
     assert result.returncode in (1, 2)
     lines = result.stderr.strip().splitlines()
     assert expected in lines[-1] and "Traceback" not in result.stderr
+    assert "classified" not in result.stderr  # refused before the work
+
+
+def test_a_named_pipe_among_the_photos_is_a_row_not_a_hang(trained_project, photos, tmp_path):
+    folder = Path(shutil.copytree(photos, tmp_path / "photos"))
+    os.mkfifo(folder / "pipe.png")
+    result = predict(trained_project, "resnet", str(folder), str(folder / "pipe.png"))
+    assert result.returncode == 0, result.stderr
+    assert f"{folder / 'pipe.png'}: error: not a regular file (not read)" in result.stdout
 
 
 def test_images_are_converted_as_cifar_was_made():

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tarfile
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -155,3 +157,46 @@ def test_tar_cut_at_a_block_boundary_is_refused(image_folder, tmp_path):
     cut.write_bytes(archive.read_bytes()[: members[-3].offset])  # just before a header
     with pytest.raises(DataError, match=r"cut.tar' ends early .*truncated"):
         read(cut)
+
+
+def test_a_tar_member_inflating_far_past_an_image_is_skipped_unread(image_folder, tmp_path):
+    """512 MiB of zeros compress to half a megabyte (the review's 2 GiB member took 2.25 GB of
+    memory): the member's declared size decides, before anything is decompressed."""
+    archive = tmp_path / "bomb.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(image_folder, arcname="cifar")
+        member = tarfile.TarInfo("cifar/train/cat/bomb.png")
+        member.size = 512 << 20
+        tar.addfile(member, ZeroReader(member.size))
+    tracemalloc.start()
+    try:
+        raw = read(archive)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert raw.skipped == [
+        {
+            "file": "cifar/train/cat/bomb.png",
+            "problem": "536,870,912 bytes, too large for a 32x32 image (not read)",
+        }
+    ]
+    assert len(raw.train.labels) == 300
+    assert peak < 64 << 20  # far below the member's 512 MiB
+
+
+class ZeroReader:
+    """A file object of ``size`` zero bytes, made as it is read."""
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+
+    def read(self, count: int = -1) -> bytes:
+        count = self.left if count < 0 else min(count, self.left)
+        self.left -= count
+        return bytes(count)
+
+
+def test_a_named_pipe_in_a_folder_source_is_skipped_not_read(folder_copy):
+    os.mkfifo(folder_copy / "train" / "cat" / "pipe.png")
+    raw = read(folder_copy)  # reading it would block forever
+    assert {"file": "train/cat/pipe.png", "problem": "not a regular file (not read)"} in raw.skipped

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -112,6 +113,11 @@ def load_model(path: Path | str, device: torch.device | None = None) -> LoadedMo
     """The model saved at ``path`` (a checkpoint of this project), on ``device``, in eval mode."""
     checkpoint = ModelCheckpoint.load(path)
     info = checkpoint.info
+    if not timm.is_model(info.arch):
+        raise DataError(
+            f"{path}: its architecture '{info.arch}' is not one this timm "
+            f"({timm.__version__}) builds (a checkpoint of a newer timm or another project?)"
+        )
     model = create_architecture(info.arch, len(info.classes), info.preprocessing.img_size)
     try:
         model.load_state_dict(checkpoint.weights)

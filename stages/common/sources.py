@@ -31,6 +31,9 @@ OFFICIAL_TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
 OFFICIAL_TEST_BATCH = "test_batch"
 SOURCE_SPLITS = ("train", "test")
 _END_OF_ARCHIVE = 1024  # two zero blocks close every tar archive
+# the largest file read as an image: a 32x32 PNG or JPEG takes a few KB, a raw BMP 3 KB; a
+# file (or tar member) larger than this is no CIFAR-10 image, and is not read into memory
+MAX_IMAGE_BYTES = 1 << 20
 
 
 @dataclass
@@ -122,21 +125,47 @@ def _read_official(read: Callable[[str], bytes], where: str) -> RawDataset:
     )
 
 
-def _folder_files(root: Path) -> Iterator[tuple[PurePosixPath, bytes | None]]:
-    """(relative path, bytes) for every file; directories as (path, None)."""
+@dataclass(frozen=True)
+class Unread:
+    """A file of an image folder that was not read, and why (a skipped image if it is named
+    like one, an ignored file otherwise)."""
+
+    reason: str
+
+
+FileContent = bytes | Unread | None  # None: a directory
+
+
+def _too_large(size: int) -> Unread | None:
+    if size > MAX_IMAGE_BYTES:
+        return Unread(f"{size:,} bytes, too large for a 32x32 image (not read)")
+    return None
+
+
+def _folder_files(root: Path) -> Iterator[tuple[PurePosixPath, FileContent]]:
+    """(relative path, bytes) for every file; directories as (path, None). Neither a file too
+    large to be an image nor one that is not a regular file (a named pipe would block the
+    read forever) is read."""
     for path in sorted(root.rglob("*")):
         relative = PurePosixPath(path.relative_to(root).as_posix())
-        yield relative, (None if path.is_dir() else path.read_bytes())
+        if path.is_dir():
+            yield relative, None
+        elif not path.is_file():
+            yield relative, Unread("not a regular file (not read)")
+        else:
+            yield relative, _too_large(path.stat().st_size) or path.read_bytes()
 
 
-def _tar_files(archive: tarfile.TarFile) -> Iterator[tuple[PurePosixPath, bytes | None]]:
+def _tar_files(archive: tarfile.TarFile) -> Iterator[tuple[PurePosixPath, FileContent]]:
+    """As _folder_files, for the members of ``archive``: a member's declared size decides
+    before anything is decompressed into memory."""
     for member in archive:
         name = PurePosixPath(member.name.removeprefix("./"))
         if member.isdir():
             yield name, None
         elif member.isfile():
             handle = archive.extractfile(member)
-            yield name, handle.read() if handle else b""
+            yield name, _too_large(member.size) or (handle.read() if handle else b"")
 
 
 def _check_complete(archive: tarfile.TarFile, path: Path) -> None:
@@ -176,10 +205,10 @@ def _member_bytes(archive: tarfile.TarFile, name: str) -> bytes:
 
 
 def _read_image_folder(
-    files: Iterator[tuple[PurePosixPath, bytes | None]], where: str, on_bad_image: str
+    files: Iterator[tuple[PurePosixPath, FileContent]], where: str, on_bad_image: str
 ) -> RawDataset:
     """``train/<class>/**`` and ``test/<class>/**``, possibly below one top folder."""
-    folders: dict[str, dict[str, list[tuple[str, bytes]]]] = {s: {} for s in SOURCE_SPLITS}
+    folders: dict[str, dict[str, list[tuple[str, bytes | Unread]]]] = {s: {} for s in SOURCE_SPLITS}
     ignored: list[str] = []
     for name, blob in files:
         parts = name.parts
@@ -228,7 +257,9 @@ def _read_image_folder(
         images, labels = [], []
         for label, class_name in enumerate(classes):
             for file_name, blob in folders[split][class_name]:
-                image, problem = decode_image(blob)
+                image, problem = (
+                    (None, blob.reason) if isinstance(blob, Unread) else decode_image(blob)
+                )
                 if image is None:
                     if on_bad_image == "fail":
                         raise DataError(
