@@ -18,9 +18,11 @@
 # steps timed). Without a GPU, a run estimated over an hour stops there unless --allow-slow
 # (or CIFAR10_ALLOW_SLOW=1). A mistake costs nothing; a run that fails leaves params.yaml as it was.
 set -euo pipefail
+caller="$PWD"
 cd "$(dirname "$0")"
 
 fail() { echo "error: $*" >&2; exit 2; }
+invocation="bash run.sh $*"
 positional=() overrides=() preset="" data="" dry_run="" allow_slow=()
 if [ "${1:-}" = show ]; then
   shift
@@ -50,10 +52,28 @@ case "$mode" in train|sweep) ;; *) fail "mode must be 'train' or 'sweep', got '$
 [ "$mode" = train ] || [ "$model" != all ] || fail "a sweep tunes one model: bash run.sh EPOCHS MODEL sweep"
 [ -d .git ] || fail "run.sh needs the git clone of this repository (DVC tracks it)"
 
+# One run per clone: a second `dvc exp run` in the same workspace breaks the first one (DVC
+# ends it with "'NoneType' object is not subscriptable" and loses its experiment). Sweeps may
+# share a clone (their trials run in DVC's temporary copies); a run in the workspace may not
+# share it with anything. The lock lasts as long as run.sh and every process it starts.
+mkdir -p .dvc/tmp
+lock=.dvc/tmp/run.sh.lock
+exec 9>>"$lock"
+if [ "$mode" = sweep ]; then lock_mode=-s; else lock_mode=-x; fi
+if ! flock -n "$lock_mode" 9; then
+  fail "another run.sh is running in this clone ($(head -n 1 "$lock" 2>/dev/null || echo 'see .dvc/tmp/run.sh.lock')); wait for it to end, or stop it"
+fi
+echo "pid $$ since $(date +%H:%M:%S): $invocation" > "$lock"
+
 bash scripts/setup.sh
 source "${CIFAR10_VENV:-.venv}/bin/activate"
 export DVC_NO_ANALYTICS=1
 
+# --data is a path from where you ran run.sh: inside the repository it is kept relative to the
+# repository (so that params.yaml stays valid in every clone), outside it becomes absolute
+if [ -n "$data" ] && [[ "$data" != /* ]] && [ -e "$caller/$data" ]; then
+  data="$(realpath --no-symlinks --relative-base="$PWD" "$caller/$data")"
+fi
 if [ -n "$preset$data" ]; then
   preset_args=()
   [ -n "$preset" ] && preset_args+=("$preset")

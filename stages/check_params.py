@@ -12,7 +12,9 @@ files completely, and checks the batch size against the training set the data se
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import os
 from pathlib import Path
 
 from stages.common.cifar10 import CLASSES, IMAGES_PER_CLASS
@@ -25,12 +27,30 @@ from stages.common.splitting import cifar10_train_counts, expected_split_sizes, 
 log = logging.getLogger("check_params")
 
 
+def symlink_loop(folder: Path) -> Path | None:
+    """A symbolic link under ``folder`` that resolves to itself through a loop, if any (DVC,
+    hashing the source, would stop with 'Too many levels of symbolic links')."""
+    for parent, folders, files in os.walk(folder):
+        for name in folders + files:
+            path = Path(parent, name)
+            if path.is_symlink():
+                try:
+                    path.resolve(strict=True)
+                except (RuntimeError, OSError) as error:
+                    if isinstance(error, RuntimeError) or error.errno == errno.ELOOP:
+                        return path
+    return None
+
+
 def check_source(params: Params) -> None:
     source = params.data.source
     downloaded = {Path(entry.path) for entry in params.downloads.values()}
+    if Path(source).is_dir() and (loop := symlink_loop(Path(source))) is not None:
+        raise ParamsError(f"data.source: '{loop}' is a symbolic link loop; remove or fix it")
     if not Path(source).exists() and Path(source) not in downloaded:
+        where = "" if Path(source).is_absolute() else f" (in {Path.cwd()})"
         raise ParamsError(
-            f"data.source: '{source}' does not exist and no entry of `downloads` fetches it"
+            f"data.source: '{source}' does not exist{where} and no entry of `downloads` fetches it"
         )
 
 

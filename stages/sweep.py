@@ -38,7 +38,7 @@ from optuna.trial import TrialState
 from optuna.visualization import matplotlib as optuna_plots
 
 from stages.common.cli import run_command
-from stages.common.errors import ParamsError, StageError
+from stages.common.errors import ParamsError, StageError, first_line
 from stages.common.io import save_figure, write_json, write_text
 from stages.common.layout import STUDIES_DIR, SWEEPS_DIR, paths
 from stages.common.overrides import with_overrides
@@ -49,6 +49,7 @@ from stages.common.trial import (
     ENV_STUDY,
     ENV_TRIAL,
     OBJECTIVES,
+    is_journal,
     make_pruner,
     storage_from_url,
 )
@@ -325,15 +326,27 @@ def absolute_sqlite(url: str) -> str:
     return url
 
 
-def open_study(sweep: Sweep):
+def open_storage(url: str):
+    """The study's storage at ``url`` (an RDB with heartbeats, or a journal file); one line
+    for a URL that is no URL, a database that cannot be opened, a driver not installed, before
+    any trial runs."""
+    import sqlalchemy.exc
+    from sqlalchemy.engine import make_url
 
-    tune = sweep.params.tune
-    _, direction = OBJECTIVES[tune.objective]
-    url = sweep.storage_url
-    if url.startswith("sqlite:///") or "://" in url:
+    if is_journal(url):
+        return storage_from_url(url)
+    try:
+        parsed = make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        raise ParamsError(
+            f"tune.storage: '{url}' is neither a database URL (sqlite:///path, "
+            "postgresql://user:password@host/database) nor a journal file (a path ending .log)"
+        ) from None
+    shown = parsed.render_as_string(hide_password=True)
+    try:
         with warnings.catch_warnings():  # heartbeats are marked experimental
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = optuna.storages.RDBStorage(
+            return optuna.storages.RDBStorage(
                 url,
                 heartbeat_interval=tune_heartbeat(),
                 grace_period=3 * tune_heartbeat(),
@@ -341,8 +354,21 @@ def open_study(sweep: Sweep):
                     TRIAL_RETRIES
                 ),
             )
-    else:
-        storage = storage_from_url(url)
+    except ImportError:
+        driver = parsed.get_dialect().driver
+        raise ParamsError(
+            f"tune.storage: {shown} needs the database driver '{driver}', which is not "
+            "installed (pip install -r requirements-remote.txt)"
+        ) from None
+    except (sqlalchemy.exc.SQLAlchemyError, ValueError) as error:
+        cause = getattr(error, "orig", None) or error
+        raise ParamsError(f"tune.storage: cannot open {shown} ({first_line(cause)})") from None
+
+
+def open_study(sweep: Sweep):
+    tune = sweep.params.tune
+    _, direction = OBJECTIVES[tune.objective]
+    storage = open_storage(sweep.storage_url)
     study = optuna.create_study(
         study_name=sweep.study_name, storage=storage, direction=direction, load_if_exists=True
     )
@@ -386,7 +412,6 @@ def main() -> None:
         os.environ.get(ENV_STORAGE_OVERRIDE) or tune.storage or default_url
     )
     sweep = Sweep(params, raw, args.model, study_name, storage_url, epochs, args.overrides)
-    sweep.folder.mkdir(parents=True, exist_ok=True)
     run_sweep(sweep)
 
 
@@ -394,6 +419,7 @@ def run_sweep(sweep: Sweep) -> None:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(sweep)
+    sweep.folder.mkdir(parents=True, exist_ok=True)
     tune = sweep.params.tune
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
     done = len(study.get_trials(deepcopy=False, states=finished))

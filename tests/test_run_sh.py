@@ -8,8 +8,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -50,6 +52,14 @@ CASES = [
     (["-S", "train.lr=inf"], "train.lr: Input should be a finite number"),
     (["-S", "train.grad_clip=nan"], "train.grad_clip: Input should be a finite number"),
     (["--dry-run", "--bogus"], "unknown option '--bogus'"),
+    (
+        ["-S", "~models.resnet", "-S", "~models.efficientnet", "-S", "~models.vit"],
+        "models: no models: name at least one",
+    ),
+    (["-S", "seed=-1"], "seed: Input should be greater than or equal to 0"),
+    (["-S", "data.source=/data/ünï.tar"], "needs quotes: -S 'data.source=\"/data/ü x.tar\"'"),
+    (["-S", "data.source=loop-source"], "is a symbolic link loop; remove or fix it"),
+    (["--data", "no/such/copy.tar.gz"], "data.source: 'no/such/copy.tar.gz' does not exist (in "),
     (["-S", "models.resnet.pretrained=/no/such/weights.safetensors"], "models.resnet.pretrained"),
     (["-S", "data.source=/no/such/cifar.tar.gz"], "data.source"),
 ]
@@ -65,6 +75,10 @@ def clone(tmp_path_factory, image_tar) -> Path:
     update_params(project, **offline_data(image_tar), **tiny_training_params())
     (project / "models/resnet").mkdir(parents=True)
     (project / "models/resnet/model.safetensors").write_bytes(b"earlier results")
+    loop = project / "loop-source" / "train"
+    loop.mkdir(parents=True)
+    (loop / "a").symlink_to("b")
+    (loop / "b").symlink_to("a")
     (project / ".dvc").mkdir()
     for name in ("config", ".gitignore"):
         shutil.copy(ROOT / ".dvc" / name, project / ".dvc" / name)
@@ -140,3 +154,49 @@ def test_a_run_of_hours_on_a_cpu_stops_before_dvc_with_the_ways_on(clone):
     allowed = run_sh(clone, "5000", "--allow-slow", "--dry-run")
     assert allowed.returncode == 0, allowed.stderr
     assert "error:" not in allowed.stderr and "dry run: nothing was run" in allowed.stdout
+
+
+def test_a_second_run_in_the_same_clone_is_refused_up_front(clone):
+    """Two `dvc exp run` in one workspace: DVC refused the second and then broke the first.
+    Sweeps may share a clone (their trials run in DVC's temporary copies); a workspace run
+    shares it with nothing."""
+    lock = clone / ".dvc/tmp/run.sh.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    refusal = [
+        "error: another run.sh is running in this clone (pid 4242 since 10:00:00: bash run.sh "
+        "5 resnet); wait for it to end, or stop it"
+    ]
+    run, sweep = ["2", "--dry-run"], ["1", "resnet", "sweep", "--dry-run"]
+    for holding, allowed in (("-x", []), ("-s", [sweep])):
+        lock.write_text("pid 4242 since 10:00:00: bash run.sh 5 resnet\n")
+        holder = subprocess.Popen(
+            ["flock", holding, str(lock), "sleep", "120"], start_new_session=True
+        )
+        try:
+            time.sleep(0.5)
+            for args in (run, sweep):
+                result = run_sh(clone, *args)
+                if args in allowed:
+                    assert result.returncode == 0, result.stderr
+                else:
+                    assert result.returncode == 2
+                    assert result.stderr.strip().splitlines() == refusal
+        finally:
+            os.killpg(holder.pid, signal.SIGKILL)  # flock and its sleep, which holds the lock
+            holder.wait()
+
+
+def test_data_is_a_path_from_where_run_sh_was_started(clone, image_tar, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "copies").mkdir(parents=True)
+    shutil.copy(image_tar, elsewhere / "copies" / "cifar.tar.gz")
+    result = subprocess.run(
+        ["bash", str(clone / "run.sh"), "2", "--dry-run", "--data", "copies/cifar.tar.gz"],
+        cwd=elsewhere,
+        env={**os.environ, "CIFAR10_VENV": str(Path(sys.executable).parent.parent)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "dry run: nothing was run or changed" in result.stdout

@@ -226,3 +226,33 @@ def test_importances_from_a_handful_of_trials_come_with_a_warning(tmp_path, monk
     assert "![importances.png](importances.png)" in few
     many = draw_plots(sweep, study, complete=TRUSTED_IMPORTANCE_TRIALS)
     assert not any("say little" in line for line in many)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (
+            "sqlite:////proc/no-such-folder/study.db",
+            "error: tune.storage: cannot open sqlite:////proc/no-such-folder/study.db "
+            "(unable to open database file)",
+        ),
+        (
+            "::no url::",
+            "error: tune.storage: '::no url::' is neither a database URL (sqlite:///path, "
+            "postgresql://user:password@host/database) nor a journal file",
+        ),
+        (
+            "postgresql+pg8000://sweeper:secret@127.0.0.1:1/optuna",
+            "error: tune.storage: postgresql+pg8000://sweeper:***@127.0.0.1:1/optuna needs the "
+            "database driver 'pg8000', which is not installed (pip install -r requirements-remote",
+        ),
+    ],
+)
+def test_a_storage_that_cannot_be_used_stops_before_any_trial(project, monkeypatch, url, expected):
+    monkeypatch.setenv("SWEEP_STORAGE", url)
+    result = run_module(project, "stages.sweep", "resnet")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith(expected) and "Traceback" not in result.stderr, lines
+    assert "secret" not in result.stderr
+    assert not (project / "sweeps").exists()

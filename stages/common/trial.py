@@ -32,13 +32,18 @@ OBJECTIVES = {
 }
 
 
+def is_journal(url: str) -> bool:
+    """Whether ``url`` names an Optuna journal file (journal:PATH, or a path ending .log)."""
+    return url.startswith("journal:") or url.endswith(".log")
+
+
 def storage_from_url(url: str):
     """An Optuna storage for ``url``: a journal file (path ending in .log, or journal:PATH),
     which several processes on one machine can share, or any RDB URL Optuna accepts."""
     import optuna
     from optuna.storages.journal import JournalFileBackend
 
-    if url.startswith("journal:") or url.endswith(".log"):
+    if is_journal(url):
         path = url.removeprefix("journal:")
         return optuna.storages.JournalStorage(JournalFileBackend(path))
     return optuna.storages.RDBStorage(url)
