@@ -17,12 +17,11 @@ import logging
 import os
 from pathlib import Path
 
-from stages.common.cifar10 import CLASSES, IMAGES_PER_CLASS
 from stages.common.cli import run_command
 from stages.common.errors import ParamsError
 from stages.common.overrides import with_overrides
 from stages.common.params import Params
-from stages.common.splitting import cifar10_train_counts, expected_split_sizes, split_problem
+from stages.common.splitting import expected_split_sizes, source_train_counts, split_problem
 
 log = logging.getLogger("check_params")
 
@@ -72,13 +71,9 @@ def check_model(params: Params, name: str) -> None:
 def check_split(params: Params) -> None:
     """The train/validation split is possible and leaves at least one batch to train on."""
     data = params.data
-    if data.classes == "cifar10":
-        available = IMAGES_PER_CLASS["train"] if data.subset else None
-        problem = split_problem(
-            cifar10_train_counts(data), list(CLASSES), data.val_ratio, available
-        )
-        if problem:
-            raise ParamsError(problem)
+    known = source_train_counts(data)  # from the source's files, or CIFAR-10's counts
+    if known is not None and (problem := split_problem(*known[:2], data.val_ratio, known[2])):
+        raise ParamsError(problem)
     sizes = expected_split_sizes(data)
     if sizes is not None and params.train.batch_size > sizes[0]:
         raise ParamsError(

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from stages.common.dataset import Split, load_prepared, save_prepared
 from stages.common.errors import DataError
 from stages.common.sources import RawDataset
-from stages.common.splitting import build_prepared
+from stages.common.splitting import build_prepared, expected_split_sizes, source_train_counts
 from tests import synthetic
+from tests.conftest import shipped
 
 
 @pytest.fixture
@@ -122,3 +126,18 @@ def test_damaged_prepared_file(raw, tmp_path, damage):
 def test_missing_prepared_file(tmp_path):
     with pytest.raises(DataError, match="missing.npz: prepared data not found"):
         load_prepared(tmp_path / "missing.npz")
+
+
+def test_the_training_set_size_comes_from_the_source_before_prepare(tmp_path, image_folder):
+    """A copy of CIFAR-10 with fewer images than the official 5,000 per class: check_params
+    must know the training set it will get, not assume the official one."""
+    source = Path(shutil.copytree(image_folder, tmp_path / "few"))
+    for extra in sorted((source / "train" / "cat").glob("*.png"))[10:]:
+        extra.unlink()  # cat keeps 10 of its 30
+    data = shipped(data={"source": str(source), "val_ratio": 0.1, "subset": None}).data
+    counts, classes, available = source_train_counts(data)
+    assert dict(zip(classes, counts.tolist()))["cat"] == 10 and sum(counts) == 280
+    assert available is None  # no subset: nothing more to take
+    assert expected_split_sizes(data) == (252, 28)
+    subset = data.model_copy(update={"subset": 20})
+    assert source_train_counts(subset)[0].tolist() == [20, 20, 20, 10, 20, 20, 20, 20, 20, 20]

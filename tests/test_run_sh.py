@@ -139,7 +139,7 @@ def test_a_dry_run_says_what_would_run_and_what_it_costs_and_changes_nothing(clo
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the gate is for machines without a GPU")
 def test_a_run_of_hours_on_a_cpu_stops_before_dvc_with_the_ways_on(clone):
     before = snapshot(clone)
-    result = run_sh(clone, "5000")
+    result = run_sh(clone, "50000")
     assert result.returncode == 2, result.stdout
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, result.stderr
@@ -148,10 +148,10 @@ def test_a_run_of_hours_on_a_cpu_stops_before_dvc_with_the_ways_on(clone):
     )
     for way in ("--preset cpu", "--preset transfer", "--preset smoke", "a GPU", "--allow-slow"):
         assert way in errors[0]
-    assert "for 5000 epochs" in result.stdout  # the estimate itself was printed
+    assert "for 50000 epochs" in result.stdout  # the estimate itself was printed
     assert snapshot(clone) == before
 
-    allowed = run_sh(clone, "5000", "--allow-slow", "--dry-run")
+    allowed = run_sh(clone, "50000", "--allow-slow", "--dry-run")
     assert allowed.returncode == 0, allowed.stderr
     assert "error:" not in allowed.stderr and "dry run: nothing was run" in allowed.stdout
 

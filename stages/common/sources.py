@@ -93,6 +93,37 @@ def _read(source: str, on_bad_image: str) -> RawDataset:
     )
 
 
+def count_training_images(source: str) -> dict[str, int] | None:
+    """Image files per class under train/ of an image-folder source (a tree or a tar), from
+    the names alone, without decoding anything: what check_params needs to know the training
+    set's size before prepare runs. None for the official batches (5,000 per class) and for a
+    source it cannot list."""
+    path = Path(source)
+    try:
+        if path.is_dir():
+            if (path / OFFICIAL_DIR).is_dir() or (path / OFFICIAL_TEST_BATCH).is_file():
+                return None
+            names = [PurePosixPath(p.relative_to(path).as_posix()) for p in path.rglob("*")]
+        elif path.is_file() and tarfile.is_tarfile(path):
+            with tarfile.open(path) as archive:
+                names = [PurePosixPath(m.name) for m in archive.getmembers() if m.isfile()]
+            if any(name.name == OFFICIAL_TEST_BATCH for name in names):
+                return None
+        else:
+            return None
+    except (OSError, tarfile.TarError, EOFError, zlib.error):
+        return None
+    counts: dict[str, int] = {}
+    for name in names:
+        parts = name.parts
+        at = next((i for i, part in enumerate(parts) if part in SOURCE_SPLITS), None)
+        if at is None or len(parts) - at <= 2 or parts[at] != "train":
+            continue
+        if name.suffix.lower() in IMAGE_SUFFIXES:
+            counts[parts[at + 1]] = counts.get(parts[at + 1], 0) + 1
+    return counts or None
+
+
 def _unpickle(blob: bytes, name: str) -> dict:
     """An official CIFAR batch. These are pickles by the data set's own design; they are read
     only from the source the user names (the official archive, md5-checked when downloaded)."""

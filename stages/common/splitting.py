@@ -3,19 +3,23 @@ split, and whether a split is possible at all (checked by check_params before DV
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 
 from stages.common.cifar10 import CLASSES, IMAGES_PER_CLASS
 from stages.common.dataset import PreparedData, Split
 from stages.common.errors import DataError
-from stages.common.io import read_json
+from stages.common.io import read_json, write_json
 from stages.common.layout import MANIFEST_FILE
 from stages.common.params import DataParams
-from stages.common.sources import RawDataset
+from stages.common.sources import RawDataset, count_training_images
 
 LARGEST_SEARCHED = 100_000  # per-class counts searched for the smallest workable one
+SOURCE_COUNTS = Path(".dvc/tmp/source-counts.json")  # DVC's scratch folder: never an output
 
 
 def take_subset(split: Split, per_class: int, rng: np.random.Generator) -> Split:
@@ -127,18 +131,48 @@ def build_prepared(
     return PreparedData(raw.classes, train, val, test)
 
 
-def cifar10_train_counts(data: DataParams) -> np.ndarray:
-    """Training images per class (before the validation split) CIFAR-10 gives these settings."""
-    full = IMAGES_PER_CLASS["train"]
-    return np.full(len(CLASSES), min(data.subset or full, full))
+def counted_training_images(source: str) -> dict[str, int] | None:
+    """count_training_images, remembered for an archive of the same path, size and time
+    (listing a 60,000-member tar.gz takes seconds; every run.sh asks)."""
+    path = Path(source)
+    if not path.is_file():
+        return count_training_images(source)
+    stat = path.stat()
+    key = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    try:
+        remembered = json.loads(SOURCE_COUNTS.read_text())
+    except (OSError, ValueError):
+        remembered = {}
+    if key not in remembered:
+        remembered = {key: count_training_images(source)}  # one archive at a time is enough
+        with contextlib.suppress(OSError, DataError):
+            write_json(SOURCE_COUNTS, remembered)
+    return remembered[key]
+
+
+def source_train_counts(data: DataParams) -> tuple[np.ndarray, list[str], int | None] | None:
+    """(training images per class after data.subset, their classes, images per class the
+    source has) that prepare will split, from the source's file names where it is an image
+    folder, CIFAR-10's 5,000 per class for the official batches; None when unknown (a source
+    not there yet that is not CIFAR-10's)."""
+    counted = counted_training_images(data.source)
+    if counted is not None:
+        classes = sorted(counted)
+        have = np.asarray([counted[name] for name in classes])
+    elif data.classes == "cifar10":
+        classes, have = list(CLASSES), np.full(len(CLASSES), IMAGES_PER_CLASS["train"])
+    else:
+        return None
+    kept = np.minimum(have, data.subset) if data.subset else have
+    return kept, classes, (int(have.min()) if data.subset else None)
 
 
 def expected_split_sizes(data: DataParams) -> tuple[int, int] | None:
-    """(training, validation) images these settings give: computed for CIFAR-10 (the split
-    rule of scikit-learn's train_test_split), read from the last prepare run otherwise, None
-    when neither is known."""
-    if data.classes == "cifar10":
-        total = int(cifar10_train_counts(data).sum())
+    """(training, validation) images these settings give (scikit-learn's rule for the split),
+    from the source (above), else from the last prepare run, else None."""
+    known = source_train_counts(data)
+    if known is not None:
+        total = int(known[0].sum())
         validation = math.ceil(data.val_ratio * total)
         return total - validation, validation
     if MANIFEST_FILE.is_file():
