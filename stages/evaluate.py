@@ -5,6 +5,8 @@
 
 Outputs: ``metrics/evaluate/<model>.json`` (the headline numbers, a DVC metric),
 ``evaluation/<model>/details.json`` (per-class scores, calibration, uncertainty),
+``metrics/speed/<model>.json`` (images per second: not beside what compare reads, so a
+re-run that changes only the timing re-runs nothing after it),
 ``evaluation/<model>/predictions.npz`` (test logits, probabilities and the fitted temperature,
 for compare and predict), DVCLive plot data under ``evaluation/<model>/live/`` and PNGs in
 ``plots/evaluate/<model>/``. With --checkpoint, all of it goes to one folder.
@@ -52,7 +54,7 @@ def evaluate(
         headline["ece"],
         headline["ece_scaled"],
         scores.temperature,
-        scores.details["speed"]["test_images_per_second"],
+        scores.speed["test_images_per_second"],
     )
 
 

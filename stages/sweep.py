@@ -128,6 +128,8 @@ def run_trial(sweep: Sweep, trial: Any, overrides: list[str]) -> dict[str, Any]:
         **os.environ,
         ENV_STORAGE: sweep.storage_url,
         ENV_STUDY: sweep.study_name,
+        # a Trial has no public id, and the train stage needs one to rebuild it
+        # (optuna.trial.Trial(study, trial_id)) and report each epoch to it
         ENV_TRIAL: str(trial._trial_id),
         ENV_OBJECTIVE: sweep.params.tune.objective,
     }
@@ -169,7 +171,7 @@ def objective_function(sweep: Sweep):
     def objective(trial: optuna.Trial) -> float:
         values = {key: suggest(trial, key, d) for key, d in tune.space.items()}
         shown = ", ".join(f"{key}={_short(value)}" for key, value in values.items())
-        print(f"trial {trial.number + 1} of {budget}: {shown}", flush=True)
+        log.info("trial %d of %d: %s", trial.number + 1, budget, shown)
         overrides = trial_overrides(sweep, values)
         trial.set_user_attr("experiment", sweep.experiment_name(trial.number))
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
@@ -190,7 +192,7 @@ def objective_function(sweep: Sweep):
                 for t in trial.study.get_trials(deepcopy=False)
                 if t.number == trial.number
             )
-            print(f"  pruned after epoch {len(reported)}", flush=True)
+            log.info("  pruned after epoch %d", len(reported))
             raise optuna.TrialPruned()
         return value
 
@@ -213,7 +215,7 @@ def report_trial(study: Any, trial: Any) -> None:
         best_text = f"best so far {best.value:.4f} (trial {best.number + 1})"
     except ValueError:
         best_text = "no completed trial yet"
-    print(f"  trial {trial.number + 1}: {outcome}; {best_text}", flush=True)
+    log.info("  trial %d: %s; %s", trial.number + 1, outcome, best_text)
 
 
 def write_results(sweep: Sweep, study: Any) -> None:
@@ -447,11 +449,12 @@ def run_sweep(sweep: Sweep) -> None:
             f"sweep stopped: {FAILURES_IN_A_ROW} trials in a row failed; the last: "
             f"{sweep.last_failure}"
         )
-    print(f"results: {sweep.folder / 'summary.md'}", flush=True)
+    log.info("results: %s", sweep.folder / "summary.md")
     best_file = sweep.folder / "best.json"
     if best_file.is_file():
         best = json.loads(best_file.read_text())
-        print(f"best: {best['commands']['apply']}\n      {best['commands']['rerun']}", flush=True)
+        log.info("best: %s", best["commands"]["apply"])
+        log.info("      %s", best["commands"]["rerun"])
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ stages/sweep.py) it reports each epoch's objective to Optuna, which may prune th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import shutil
 from typing import Any
@@ -19,13 +20,14 @@ import torch
 from stages.common.checkpoint import CheckpointInfo, ModelCheckpoint, fingerprint
 from stages.common.cli import run_stage
 from stages.common.dataset import load_prepared
-from stages.common.engine import Distributed, Trainer, TrainResult, TrainRun
+from stages.common.engine import Trainer, TrainResult, TrainRun
 from stages.common.errors import DataError
 from stages.common.freezing import Freezer
 from stages.common.io import read_json, writable, write_json
 from stages.common.layout import MANIFEST_FILE, paths
 from stages.common.models import build_model, count_parameters
 from stages.common.params import Params
+from stages.common.runtime import Distributed
 from stages.common.trial import drop_inherited_metrics, trial_reporter
 
 log = logging.getLogger("train")
@@ -58,44 +60,48 @@ def train(params: Params, name: str) -> None:
         train_params.batch_size,
         train_params.epochs,
     )
-    live = open_live(name, effective) if distributed.is_main else None
     reporter = trial_reporter(params.tune, train_params.epochs)
-    run = TrainRun(
-        name=name,
-        params=train_params,
-        lr=lr,
-        model=model,
-        preprocessing=preprocessing,
-        freezer=freezer,
-        data=data,
-        seed=params.seed,
-        state_path=where.resume_dir / "resume.safetensors",
-        fingerprint=fingerprint(
-            {**effective, "seed": params.seed, "data": data_hash, "world": distributed.world_size}
-        ),
-        log_epoch=lambda metrics: log_to_live(live, metrics),
-        should_stop=reporter.should_stop if reporter else TrainRun.should_stop,
-        distributed=distributed,
-    )
-    result = Trainer(run).fit()
-    if live is None:  # not rank 0: only rank 0 writes
-        return
-    if result.best_state is None:
-        raise DataError(f"models.{name}: training produced no checkpoint (no epoch ran)")
-    info = CheckpointInfo(
-        arch=spec.arch,
-        classes=data.classes,
-        preprocessing=preprocessing,
-        data_sha256=data_hash,
-        best_epoch=result.best_epoch + 1,
-        params=effective,
-    )
-    ModelCheckpoint(info, result.best_state).save(where.checkpoint)
-    headline = summarise(result, count_parameters(model)[0])
-    live.summary.update(
-        {**headline, "epochs_run": len(result.history), "stopped_early": result.stopped_early}
-    )
-    live.end()
+    settings = {
+        **effective,
+        "seed": params.seed,
+        "data": data_hash,
+        "world": distributed.world_size,
+    }
+    # DVCLive on rank 0 only; its `with` ends it (the summary written) however training ends
+    with open_live(name, effective) if distributed.is_main else contextlib.nullcontext() as live:
+        run = TrainRun(
+            name=name,
+            params=train_params,
+            lr=lr,
+            model=model,
+            preprocessing=preprocessing,
+            freezer=freezer,
+            data=data,
+            seed=params.seed,
+            state_path=where.resume_dir / "resume.safetensors",
+            fingerprint=fingerprint(settings),
+            log_epoch=lambda metrics: log_to_live(live, metrics),
+            should_stop=reporter.should_stop if reporter else TrainRun.should_stop,
+            distributed=distributed,
+        )
+        result = Trainer(run).fit()
+        if live is None:  # not rank 0: only rank 0 writes
+            return
+        if result.best_state is None:
+            raise DataError(f"models.{name}: training produced no checkpoint (no epoch ran)")
+        info = CheckpointInfo(
+            arch=spec.arch,
+            classes=data.classes,
+            preprocessing=preprocessing,
+            data_sha256=data_hash,
+            best_epoch=result.best_epoch + 1,
+            params=effective,
+        )
+        ModelCheckpoint(info, result.best_state).save(where.checkpoint)
+        headline = summarise(result, count_parameters(model)[0])
+        live.summary.update(
+            {**headline, "epochs_run": len(result.history), "stopped_early": result.stopped_early}
+        )
     write_json(where.train_metrics, headline)
     if reporter is not None:
         drop_inherited_metrics(name)

@@ -11,6 +11,7 @@ import yaml
 
 from scripts import dvc_deps
 from stages.common import layout
+from stages.common.closure import imported_modules
 from tests.conftest import ROOT
 
 PIPELINE = yaml.safe_load((ROOT / "dvc.yaml").read_text())
@@ -50,7 +51,7 @@ def test_a_type_checking_import_is_not_a_dep(tmp_path):
         "from typing import TYPE_CHECKING\nfrom stages.common import io\n"
         "if TYPE_CHECKING:\n    from stages.common.sources import RawDataset\n"
     )
-    assert dvc_deps.imported_modules(source) == {"stages.common", "stages.common.io"}
+    assert imported_modules(source) == {"stages.common", "stages.common.io"}
 
 
 def outputs(name: str) -> set[str]:
@@ -76,6 +77,7 @@ def test_stage_outputs_are_the_layout_paths():
             model.predictions,
             model.evaluation_details,
             model.evaluate_metrics,
+            model.evaluate_speed,
             model.evaluation_figures,
             model.evaluation_live / "plots/sklearn/confusion_matrix.json",
             model.evaluation_live / "plots/custom/risk_coverage.json",

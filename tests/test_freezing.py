@@ -9,9 +9,9 @@ import timm
 import torch
 from torch import nn
 
-from stages.common.engine import build_optimizer, build_scheduler
 from stages.common.errors import ParamsError
 from stages.common.freezing import Freezer, freeze_batchnorm_stats, parameter_groups
+from stages.common.optim import build_optimizer, build_scheduler
 from stages.common.params import FreezingParams
 from tests.conftest import TINY_MODELS, shipped
 

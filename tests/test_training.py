@@ -18,7 +18,7 @@ import timm
 import torch
 
 from stages.common.checkpoint import ModelCheckpoint
-from stages.common.engine import build_scheduler
+from stages.common.optim import build_scheduler
 from tests import synthetic
 from tests.conftest import run_module, shipped, stage_environment, update_params
 
@@ -414,8 +414,8 @@ def test_an_interrupted_run_says_so_in_one_line_and_resumes(ready_project, sent,
     assert process.returncode == code, stderr[-2000:]
     last = stderr.strip().splitlines()[-1]
     assert re.fullmatch(
-        r"error: resnet: interrupted after epoch \d+ of 40; run the same command to resume "
-        rf"from there{' [(]SIGTERM[)]' if sent == signal.SIGTERM else ''}",
+        r"error: resnet: interrupted in epoch (\d+) of 40; run the same command to resume "
+        rf"from its last finished epoch{' [(]SIGTERM[)]' if sent == signal.SIGTERM else ''}",
         last,
     ), last
     assert "Traceback" not in stderr

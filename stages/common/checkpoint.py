@@ -23,13 +23,13 @@ from typing import Annotated, Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError
 
+from stages.common.closure import ROOT, import_closure
 from stages.common.errors import DataError
 from stages.common.io import read_json
 from stages.common.params import TtaMode
 from stages.common.tensorio import load_tensors, load_tree, save_tensors, save_tree
 
 log = logging.getLogger(__name__)
-CODE_DIR = Path(__file__).resolve().parents[1]
 METADATA_KEY = "cifar10_dvc"
 FORMAT_VERSION = 1
 
@@ -129,11 +129,13 @@ class ModelCheckpoint:
         return cls(info, weights)
 
 
-def fingerprint(settings: dict[str, Any]) -> str:
-    """A hash of ``settings`` (JSON-able) and of the project's code itself."""
+def fingerprint(settings: dict[str, Any], module: str = "stages.train") -> str:
+    """A hash of ``settings`` (JSON-able) and of the code ``module`` runs (its import closure:
+    editing a plot helper or the report does not throw away a half-finished training run)."""
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-    for path in sorted(CODE_DIR.rglob("*.py")):
-        digest.update(path.read_bytes())
+    for name in import_closure(module):
+        digest.update(name.encode())
+        digest.update((ROOT / name).read_bytes())
     return digest.hexdigest()[:16]
 
 

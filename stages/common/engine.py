@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
-from timm.optim import create_optimizer_v2
-from timm.scheduler import create_scheduler_v2
-from timm.scheduler.scheduler import Scheduler
 from timm.utils import ModelEmaV3
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -31,9 +27,9 @@ from stages.common.freezing import Freezer, freeze_batchnorm_stats
 from stages.common.inference import DeviceInput, predict_logits
 from stages.common.metrics import classification_metrics
 from stages.common.models import count_parameters, to_channels_last
-from stages.common.muon import MuonSGD, takes_muon
+from stages.common.optim import build_optimizer, build_scheduler, warmup_epochs
 from stages.common.params import TrainParams
-from stages.common.runtime import autocast, available_cpus, loader_workers, use_amp
+from stages.common.runtime import Distributed, autocast, available_cpus, loader_workers, use_amp
 
 log = logging.getLogger(__name__)
 
@@ -47,41 +43,6 @@ class TrainingDiverged(StageError):
 
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM during training, with what a re-run of the same command resumes."""
-
-
-@dataclass(frozen=True)
-class Distributed:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def from_env(cls) -> Distributed:
-        """torchrun's RANK/WORLD_SIZE/LOCAL_RANK; a plain run is rank 0 of 1."""
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        if world_size > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        return cls(
-            int(os.environ.get("RANK", "0")), world_size, int(os.environ.get("LOCAL_RANK", "0"))
-        )
-
-    def device(self) -> torch.device:
-        if torch.cuda.is_available():
-            torch.cuda.set_device(self.local_rank)
-            return torch.device("cuda", self.local_rank)
-        return torch.device("cpu")
-
-    def broadcast_flag(self, flag: bool) -> bool:
-        """Rank 0's decision, so every rank stops (or not) together."""
-        if self.world_size == 1:
-            return flag
-        value = torch.tensor([int(flag)])
-        dist.broadcast(value, src=0)
-        return bool(value.item())
 
 
 def _ignore_metrics(metrics: dict[str, float]) -> None:
@@ -114,88 +75,53 @@ class TrainRun:
 
 
 @dataclass
+class EarlyStopping:
+    """The best epoch so far by validation loss, its weights, and how many epochs since it:
+    what picks the model and stops a run whose validation loss no longer improves. The resume
+    state stores it whole."""
+
+    patience: int | None
+    best_loss: float = math.inf
+    best_epoch: int = -1  # counted from 0
+    best_weights: dict[str, torch.Tensor] | None = None
+    bad_epochs: int = 0
+
+    def update(self, epoch: int, val_loss: float, model: nn.Module) -> bool:
+        """Record ``epoch``'s validation loss; True when it is the best so far (its weights
+        are kept, on the CPU)."""
+        if val_loss < self.best_loss:
+            weights = model.state_dict()
+            self.best_loss, self.best_epoch, self.bad_epochs = val_loss, epoch, 0
+            self.best_weights = {k: v.detach().cpu().clone() for k, v in weights.items()}
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.patience is not None and self.bad_epochs >= self.patience
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "best_loss": self.best_loss,
+            "best_epoch": self.best_epoch,
+            "best_weights": self.best_weights,
+            "bad_epochs": self.bad_epochs,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best_loss, self.best_epoch = state["best_loss"], state["best_epoch"]
+        self.best_weights, self.bad_epochs = state["best_weights"], state["bad_epochs"]
+
+
+@dataclass
 class TrainResult:
-    best_state: dict[str, torch.Tensor]
+    best_state: dict[str, torch.Tensor] | None  # None when no epoch ran
     best_epoch: int
     history: list[dict[str, float]]
     stopped_early: bool
     pruned: bool
     train_seconds: float
-
-
-def build_optimizer(
-    model: nn.Module, params: TrainParams, lr: float, lr_scales: dict[str, float]
-) -> torch.optim.Optimizer:
-    """timm's optimizer (or, for ``muon``, ours) over all parameters, frozen ones included (they
-    get no gradient, so no update): when a group unfreezes, the optimizer picks it up with no
-    rebuild. Biases and normalisation weights are decayed only with ``bias_decay``. Layer-wise
-    decay is a per-group ``lr_scale``, which timm's schedulers apply; the groups are the
-    freezing strategies' own (coarse) groups, so `layer_decay` and `partial`/`progressive`
-    speak of the same stem ... head. Muon's filters run at ``train.muon_lr`` x those scales."""
-    muon = params.optimizer == "muon"
-    grouped: dict[tuple[float, bool, bool], list[nn.Parameter]] = {}
-    for name, parameter in model.named_parameters():
-        decay = parameter.ndim > 1 or params.bias_decay
-        key = (lr_scales.get(name, 1.0), decay, muon and takes_muon(parameter))
-        grouped.setdefault(key, []).append(parameter)
-    param_groups = []
-    for (scale, decay, filters), members in sorted(grouped.items(), key=lambda item: -item[0][0]):
-        group: dict[str, Any] = {
-            "params": members,
-            "lr_scale": scale,
-            "weight_decay": params.weight_decay if decay else 0.0,
-        }
-        if filters:  # pinned norm instead of weight decay (see stages/common/muon.py)
-            group.update(
-                muon=True,
-                lr_scale=scale * params.muon_lr / params.lr,
-                momentum=params.muon_momentum,
-                weight_decay=0.0,
-            )
-        param_groups.append(group)
-    if muon:
-        return MuonSGD(param_groups, lr=lr, momentum=params.momentum)
-    return create_optimizer_v2(
-        param_groups,
-        opt="sgd" if params.optimizer == "sgd" else "adamw",  # timm's "sgd" is Nesterov
-        lr=lr,
-        weight_decay=params.weight_decay,
-        momentum=params.momentum,
-    )
-
-
-def warmup_epochs(params: TrainParams) -> float:
-    """The warm-up the schedule uses: ``train.warmup_epochs``, at most half the run, so that a
-    short run of the defaults (`bash run.sh 1`: one warm-up epoch of one) still decays."""
-    return min(params.warmup_epochs, params.epochs / 2)
-
-
-def build_scheduler(
-    optimizer: torch.optim.Optimizer, params: TrainParams, lr: float, steps_per_epoch: int
-) -> Scheduler:
-    """timm's per-step schedule: linear warm-up to ``lr``, then cosine, poly (linear), step or
-    constant over the remaining steps, so that the whole run is ``train.epochs`` long.
-
-    The warm-up is a prefix (timm's ``warmup_prefix``): without it timm lays the decay over
-    the whole run and the warm-up hands over to an lr already decayed (a drop from 0.75 to
-    0.59 at the end of the CPU preset's warm-up). Step decays count from the warm-up's end."""
-    total_steps = params.epochs * steps_per_epoch
-    # at least one step after the warm-up: timm's decaying schedules need a length > 0
-    warmup_steps = min(round(warmup_epochs(params) * steps_per_epoch), total_steps - 1)
-    scheduler, _ = create_scheduler_v2(
-        optimizer,
-        sched=params.scheduler,
-        num_epochs=total_steps - warmup_steps,
-        decay_epochs=params.step_epochs * steps_per_epoch,
-        decay_rate=1.0 if params.scheduler == "poly" else params.gamma,
-        min_lr=lr * params.min_lr_ratio,
-        warmup_lr=lr * params.warmup_lr_ratio,
-        warmup_epochs=warmup_steps,
-        warmup_prefix=True,
-        step_on_epochs=False,
-        updates_per_epoch=1,  # every length above is in steps already
-    )
-    return scheduler
 
 
 class Trainer:
@@ -381,7 +307,7 @@ class Trainer:
         return {f"val/{key}": value for key, value in metrics.items()}
 
     def state(
-        self, epoch: int, best: dict[str, Any], history: list, bad_epochs: int, seconds: float
+        self, epoch: int, stopping: EarlyStopping, history: list, seconds: float
     ) -> dict[str, Any]:
         return {
             "fingerprint": self.run.fingerprint,
@@ -390,9 +316,8 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
-            "best": best,
+            "early_stopping": stopping.state_dict(),
             "history": history,
-            "bad_epochs": bad_epochs,
             "train_seconds": seconds,
         }
 
@@ -406,72 +331,72 @@ class Trainer:
     def fit(self) -> TrainResult:
         run, params = self.run, self.params
         state = load_resume_state(run.state_path, run.fingerprint)
-        best: dict[str, Any] = {"val_loss": math.inf, "epoch": -1, "state_dict": None}
+        stopping = EarlyStopping(params.patience)
         history: list[dict[str, float]] = []
-        bad_epochs, start_epoch, seconds = 0, 0, 0.0
+        start_epoch, seconds = 0, 0.0
         if state is not None:
             self.restore(state)
-            best, history, bad_epochs = state["best"], state["history"], state["bad_epochs"]
-            start_epoch, seconds = state["epoch"], state["train_seconds"]
+            stopping.load_state_dict(state["early_stopping"])
+            history, start_epoch, seconds = state["history"], state["epoch"], state["train_seconds"]
             if self.distributed.is_main:
                 for metrics in history:
                     run.log_epoch(metrics)
-        patience = params.patience
-        stopped_early = patience is not None and bad_epochs >= patience
-        pruned = False
+        stopped_early, pruned = stopping.should_stop, False
         for epoch in range(start_epoch, params.epochs):
             if stopped_early or pruned:
                 break
-            try:
-                metrics, epoch_seconds = self.train_epoch(epoch)
-            except KeyboardInterrupt as interrupt:
-                done = f"after epoch {epoch}" if epoch else "in its first epoch"
-                resume = "resume from there" if epoch else "start again"
-                raise TrainingInterrupted(
-                    f"{run.name}: interrupted {done} of {params.epochs}; run the same command "
-                    f"to {resume}"
-                ) from interrupt
-            metrics.update(self.val_metrics())
-            if not math.isfinite(metrics["val/loss"]):
-                raise TrainingDiverged(
-                    f"models.{run.name}: validation loss {metrics['val/loss']} after epoch "
-                    f"{epoch + 1}: the learning rate ({metrics['train/lr']:.3g}) is the likely "
-                    "cause; lower it. No model was written"
-                )
+            with self._interruptible(epoch):
+                metrics, epoch_seconds = self._train_and_validate(epoch)
             seconds += epoch_seconds
             history.append(metrics)
-            improved = metrics["val/loss"] < best["val_loss"]
-            if improved:
-                weights = self.evaluation_model().state_dict()
-                best = {
-                    "val_loss": metrics["val/loss"],
-                    "epoch": epoch,
-                    "state_dict": {k: v.detach().cpu().clone() for k, v in weights.items()},
-                }
-                bad_epochs = 0
-            else:
-                bad_epochs += 1
-            stopped_early = self.distributed.broadcast_flag(
-                patience is not None and bad_epochs >= patience
-            )
+            improved = stopping.update(epoch, metrics["val/loss"], self.evaluation_model())
+            stopped_early = self.distributed.broadcast_flag(stopping.should_stop)
             if self.distributed.is_main:
                 run.log_epoch(metrics)
                 self._log(epoch, metrics, improved)
-                save_resume_state(
-                    run.state_path, self.state(epoch + 1, best, history, bad_epochs, seconds)
-                )
+                with self._interruptible(epoch):
+                    state = self.state(epoch + 1, stopping, history, seconds)
+                    save_resume_state(run.state_path, state)
             pruned = self.distributed.broadcast_flag(
                 self.distributed.is_main and run.should_stop(epoch, metrics)
             )
             if stopped_early and self.distributed.is_main:
                 log.info(
-                    "%s: early stop, val loss has not improved for %d epochs", run.name, bad_epochs
+                    "%s: early stop, val loss has not improved for %d epochs",
+                    run.name,
+                    stopping.bad_epochs,
                 )
             if pruned and self.distributed.is_main:
                 log.info("%s: pruned after epoch %d", run.name, epoch + 1)
         return TrainResult(
-            best["state_dict"], best["epoch"], history, stopped_early, pruned, seconds
+            stopping.best_weights, stopping.best_epoch, history, stopped_early, pruned, seconds
         )
+
+    @contextmanager
+    def _interruptible(self, epoch: int) -> Iterator[None]:
+        """Ctrl-C or SIGTERM during ``epoch``: one line saying what a re-run does (the resume
+        state holds every epoch finished before it)."""
+        try:
+            yield
+        except KeyboardInterrupt as interrupt:
+            resume = "resume from its last finished epoch" if epoch else "start again"
+            raise TrainingInterrupted(
+                f"{self.run.name}: interrupted in epoch {epoch + 1} of {self.params.epochs}; "
+                f"run the same command to {resume}"
+            ) from interrupt
+
+    def _train_and_validate(self, epoch: int) -> tuple[dict[str, float], float]:
+        """One epoch's training and validation metrics and its training seconds; a diverged
+        run ends here with one line saying what to do."""
+        metrics, seconds = self.train_epoch(epoch)
+        metrics.update(self.val_metrics())
+        if not math.isfinite(metrics["val/loss"]):
+            raise TrainingDiverged(
+                f"models.{self.run.name}: validation loss {metrics['val/loss']} after epoch "
+                f"{epoch + 1}: the learning rate ({metrics['train/lr']:.3g}) is the likely "
+                "cause; lower it. No model was written"
+            )
+        return metrics, seconds
 
     def _log(self, epoch: int, metrics: dict[str, float], improved: bool) -> None:
         log.info(

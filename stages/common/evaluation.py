@@ -7,6 +7,7 @@ Used by the evaluate stage for a pipeline model and for any checkpoint path.
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,12 +22,14 @@ from stages.common import explain, plots
 from stages.common import metrics as m
 from stages.common.dataset import PreparedData
 from stages.common.inference import LoadedModel, predict_logits
-from stages.common.io import save_figure, write_atomic, write_json
+from stages.common.io import copy_file, save_figure, write_atomic, write_json
 from stages.common.layout import ModelPaths
 from stages.common.params import EvaluateParams
 
 log = logging.getLogger(__name__)
 RISK_COVERAGE_POINTS = 101
+# what DVCLive writes under evaluation/<m>/live/ (dvc.yaml declares these two plots)
+DVCLIVE_PLOTS = ("plots/sklearn/confusion_matrix.json", "plots/custom/risk_coverage.json")
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class Outputs:
     predictions: Path
     live: Path
     figures: Path
+    speed: Path  # apart from what compare reads: a re-run's timing alone changes nothing there
 
     @classmethod
     def of_model(cls, where: ModelPaths) -> Outputs:
@@ -47,6 +51,7 @@ class Outputs:
             where.predictions,
             where.evaluation_live,
             where.evaluation_figures,
+            where.evaluate_speed,
         )
 
     @classmethod
@@ -58,6 +63,7 @@ class Outputs:
             folder / "predictions.npz",
             folder / "live",
             folder / "plots",
+            folder / "speed.json",
         )
 
 
@@ -75,7 +81,8 @@ class Scores:
     """Every number of an evaluation, and the arrays the figures need."""
 
     headline: dict[str, float]  # the DVC metrics: compared across experiments
-    details: dict[str, Any]  # per-class, calibration, uncertainty, speed
+    details: dict[str, Any]  # per-class, calibration, uncertainty
+    speed: dict[str, float]  # images per second (kept apart from the details)
     probabilities: np.ndarray
     scaled: np.ndarray  # after temperature scaling
     temperature: float
@@ -147,10 +154,10 @@ def score(inference: Inference, data: PreparedData, settings: EvaluateParams) ->
             "accuracy_at_80_coverage": _accuracy_at(curve, 0.8),
             "accuracy_at_50_coverage": _accuracy_at(curve, 0.5),
         },
-        "speed": {"test_images_per_second": len(labels) / inference.test_seconds},
         "tta": settings.tta,
     }
-    return Scores(headline, details, probabilities, scaled, temperature, tables, curve)
+    speed = {"test_images_per_second": len(labels) / inference.test_seconds}
+    return Scores(headline, details, speed, probabilities, scaled, temperature, tables, curve)
 
 
 def _mean(values: np.ndarray) -> float | None:
@@ -298,6 +305,7 @@ def write(
         lambda temp: _save_predictions(temp, inference.test_logits, scores, data.test.labels),
     )
     write_json(outputs.details, {**scores.details, "notes": scores.notes})
+    write_json(outputs.speed, scores.speed)
     write_json(outputs.metrics, scores.headline)
 
 
@@ -314,27 +322,35 @@ def _save_predictions(path: Path, logits: np.ndarray, scores: Scores, labels: np
 
 
 def _log_dvclive_plots(directory: Path, data: PreparedData, scores: Scores) -> None:
-    """The confusion matrix and the risk-coverage curve as DVC plots, for `dvc plots diff`."""
+    """The confusion matrix and the risk-coverage curve as DVC plots, for `dvc plots diff`.
+    DVCLive writes them in a scratch folder (its `with` ends it, and its end adds a summary
+    file no stage declares); the two plot files then move into place atomically."""
     from dvclive import Live
 
     classes, curve = data.classes, scores.curve
     predicted = scores.probabilities.argmax(1)
-    live = Live(str(directory), dvcyaml=False, save_dvc_exp=False, report=None)
-    live.log_sklearn_plot(
-        "confusion_matrix",
-        [classes[i] for i in data.test.labels],
-        [classes[i] for i in predicted],
-        name="confusion_matrix.json",
-    )
     keep = np.unique(np.linspace(0, len(curve["coverage"]) - 1, RISK_COVERAGE_POINTS).astype(int))
-    live.log_plot(
-        "risk_coverage",
-        [
-            {"coverage": float(curve["coverage"][i]), "accuracy": float(curve["accuracy"][i])}
-            for i in keep
-        ],
-        x="coverage",
-        y="accuracy",
-        template="linear",
-        title="Accuracy on the most confident predictions",
-    )
+    with tempfile.TemporaryDirectory() as scratch:
+        with Live(scratch, dvcyaml=False, save_dvc_exp=False, report=None) as live:
+            live.log_sklearn_plot(
+                "confusion_matrix",
+                [classes[i] for i in data.test.labels],
+                [classes[i] for i in predicted],
+                name="confusion_matrix.json",
+            )
+            live.log_plot(
+                "risk_coverage",
+                [
+                    {
+                        "coverage": float(curve["coverage"][i]),
+                        "accuracy": float(curve["accuracy"][i]),
+                    }
+                    for i in keep
+                ],
+                x="coverage",
+                y="accuracy",
+                template="linear",
+                title="Accuracy on the most confident predictions",
+            )
+        for plot in DVCLIVE_PLOTS:
+            copy_file(Path(scratch) / plot, directory / plot)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import zipfile
 import zlib
@@ -94,6 +95,11 @@ def read_json(path: Path | str) -> Any:
             f"{path}: damaged JSON ({error}); restore it with `dvc checkout` or re-run the "
             "stage that writes it"
         ) from None
+
+
+def copy_file(source: Path | str, destination: Path | str) -> None:
+    """Copy ``source`` to ``destination`` atomically."""
+    write_atomic(destination, lambda temp: shutil.copyfile(source, temp))
 
 
 def save_figure(figure: Any, path: Path | str, dpi: int = 120) -> None:

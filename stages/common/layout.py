@@ -69,6 +69,11 @@ class ModelPaths:
         return METRICS_DIR / "evaluate" / f"{self.name}.json"
 
     @property
+    def evaluate_speed(self) -> Path:
+        """Test images per second: a metric, apart from what compare depends on."""
+        return METRICS_DIR / "speed" / f"{self.name}.json"
+
+    @property
     def evaluation_dir(self) -> Path:
         return Path("evaluation") / self.name
 

@@ -10,10 +10,10 @@ first step. A local weights file must load completely, the replaced head excepte
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import timm
 import torch
@@ -103,7 +103,7 @@ def _from_weights_file(
     path = Path(str(spec.pretrained))
     if not path.is_file():
         raise ParamsError(f"{key}.pretrained: weights file '{path}' not found")
-    with _recorded_loads() as loads:
+    with _timm_load_report() as report:
         try:
             model = create_architecture(
                 spec.arch,
@@ -114,12 +114,12 @@ def _from_weights_file(
             )
         except Exception as error:  # loaders raise many types for a foreign file
             raise ParamsError(_load_error(key, spec.arch, path, error)) from None
-    result = next((result for module, result in loads if module is model), None)
-    if result is None:
+    if not any(record.getMessage().startswith(TIMM_LOADING) for record in report):
         raise ParamsError(f"{key}.pretrained: timm loaded nothing from '{path}'")
     head = _head_names(model)
-    missing = [k for k in result.missing_keys if k not in head]
-    unexpected = [k for k in result.unexpected_keys if k not in head]
+    reported = _reported_keys(report)
+    missing = [k for k in reported["Missing"] if k not in head]
+    unexpected = [k for k in reported["Unexpected"] if k not in head]
     if missing or unexpected:
         details = [
             f"{len(names)} {label}: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}"
@@ -133,28 +133,50 @@ def _from_weights_file(
     return model
 
 
+# timm's load_pretrained returns nothing: it reports what it loaded in its log, and a model
+# whose head it replaces is loaded non-strictly, so missing or unexpected keys are only said
+# there (timm 1.0's wording; tests/test_training.py fails if it changes)
+TIMM_BUILDER_LOG = "timm.models._builder"
+TIMM_LOADING = "Loading pretrained weights from"
+_KEYS_REPORT = re.compile(r"(Missing|Unexpected) keys \((.*)\) (discovered|found) while loading")
+
+
+class _Collect(logging.Handler):
+    def __init__(self, records: list[logging.LogRecord]) -> None:
+        super().__init__(logging.DEBUG)
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 @contextmanager
-def _recorded_loads() -> Iterator[list[tuple[nn.Module, Any]]]:
-    """Record (module, result) of every load_state_dict call: timm loads a local file
-    non-strictly when it replaces the head, and reports missing keys only in its log (silenced
-    here: the caller checks the keys and names the problem in one line)."""
-    original = nn.Module.load_state_dict
-    builder_log = logging.getLogger("timm.models._builder")
-    level = builder_log.level
-    calls: list[tuple[nn.Module, Any]] = []
-
-    def recording(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
-        result = original(self, *args, **kwargs)
-        calls.append((self, result))
-        return result
-
-    nn.Module.load_state_dict = recording  # type: ignore[method-assign]
-    builder_log.setLevel(logging.ERROR)
+def _timm_load_report() -> Iterator[list[logging.LogRecord]]:
+    """What timm's builder logs while it builds a model: kept here, not printed (the caller
+    names any problem in one line)."""
+    builder_log = logging.getLogger(TIMM_BUILDER_LOG)
+    records: list[logging.LogRecord] = []
+    handler = _Collect(records)
+    level, propagate = builder_log.level, builder_log.propagate
+    builder_log.addHandler(handler)
+    builder_log.setLevel(logging.INFO)
+    builder_log.propagate = False
     try:
-        yield calls
+        yield records
     finally:
-        nn.Module.load_state_dict = original  # type: ignore[method-assign]
+        builder_log.removeHandler(handler)
         builder_log.setLevel(level)
+        builder_log.propagate = propagate
+
+
+def _reported_keys(records: list[logging.LogRecord]) -> dict[str, list[str]]:
+    """{"Missing": [...], "Unexpected": [...]} as timm's log reported them."""
+    keys: dict[str, list[str]] = {"Missing": [], "Unexpected": []}
+    for record in records:
+        match = _KEYS_REPORT.match(record.getMessage())
+        if match:
+            keys[match.group(1)] = match.group(2).split(", ")
+    return keys
 
 
 def _head_names(model: nn.Module) -> set[str]:

@@ -9,9 +9,7 @@ optional per-model keys (``img_size``, ``lr_scale``, ``freezing``) have defaults
 from __future__ import annotations
 
 import copy
-import difflib
 import re
-import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -26,6 +24,7 @@ from pydantic import (
 )
 
 from stages.common.errors import ParamsError
+from stages.common.validation_errors import describe, known_keys, suggestion
 from stages.common.yamlfile import load_yaml
 
 PARAMS_FILE = Path("params.yaml")
@@ -249,93 +248,23 @@ class Params(Section):
         return self.train.lr * self.model(name).lr_scale
 
 
-def _suggestion(key: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    if close:
-        return f" (did you mean '{close[0]}'?)"
-    return f" (known: {', '.join(known)})" if known else ""
-
-
 def _listing(names: Any) -> str:
     return "defined: " + ", ".join(names) if names else "none defined"
 
 
-_UNION_MEMBER_TAGS = ("function-", "constrained-", "literal[")
-
-
-def _is_key(part: Any) -> bool:
-    """Pydantic puts the union member it tried into an error's location; keep the keys only."""
-    text = str(part)
-    return text not in ("bool", "str", "int", "float", "none") and not text.startswith(
-        _UNION_MEMBER_TAGS
-    )
-
-
 def _describe(error: ValidationError) -> str:
-    """The first problem as one line: ``key.path: what is wrong (got value)``."""
+    """The first problem as one line; a training key under a model gets where it belongs."""
     first = error.errors()[0]
-    location = [str(part) for part in first["loc"] if _is_key(part)]
-    key = ".".join(location)
-    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        parent, unknown = first["loc"][:-1], str(first["loc"][-1])
-        known = _known_keys(parent)
-        if len(parent) == 2 and parent[0] == "models" and unknown in TrainParams.model_fields:
-            return (
-                f"{key}: unknown key: every model shares train.{unknown} (per-model keys: "
-                f"{', '.join(known)}; models.<name>.lr_scale scales the learning rate)"
-            )
-        return f"{key}: unknown key{_suggestion(unknown, known)}"
-    if first["type"] == "missing":
-        return f"{key}: required key is missing"
-    if first["type"] == "value_error":
-        nested, separator, rest = message.partition(": ")
-        if separator and " " not in nested:
-            return f"{key}.{nested}: {rest}" if key else f"{nested}: {rest}"
-        return f"{key}: {message}"
-    return f"{key}: {message} (got {_quoted(first.get('input'))})"
-
-
-def _quoted(value: Any, limit: int = 60) -> str:
-    """``repr(value)`` cut to ``limit`` characters: an error line quotes the value, however
-    large (a list of a million items, an alias-expanded tree)."""
-    short = reprlib.Repr()
-    short.maxstring = short.maxother = limit
-    short.maxlist = short.maxdict = 4
-    return short.repr(value)
-
-
-def _known_keys(location: tuple[Any, ...]) -> list[str]:
-    """Field names accepted at ``location`` (a path into Params)."""
-    model: type[BaseModel] = Params
-    parts = list(location)
-    while parts:
-        part = parts.pop(0)
-        field = next((f for n, f in model.model_fields.items() if part in (n, f.alias)), None)
-        if field is None:
-            return []
-        annotation = field.annotation
-        mapping_value = _mapping_value_model(annotation)
-        if mapping_value is not None:
-            if not parts:
-                return []
-            parts.pop(0)  # the entry's name (a model, a download, a search-space key)
-            model = mapping_value
-            continue
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return []
-        model = annotation
-    return sorted((f.alias or name) for name, f in model.model_fields.items())
-
-
-def _mapping_value_model(annotation: Any) -> type[BaseModel] | None:
-    """For ``dict[str, SomeModel]`` fields: SomeModel."""
-    arguments: tuple[Any, ...] = getattr(annotation, "__args__", ())
-    if getattr(annotation, "__origin__", None) is dict and len(arguments) == 2:
-        value = arguments[1]
-        if isinstance(value, type) and issubclass(value, BaseModel):
-            return value
-    return None
+    location = first["loc"]
+    shared = first["type"] == "extra_forbidden" and len(location) == 3
+    if shared and location[0] == "models" and location[2] in TrainParams.model_fields:
+        known = known_keys(Params, location[:-1])
+        return (
+            f"{'.'.join(map(str, location))}: unknown key: every model shares "
+            f"train.{location[2]} (per-model keys: {', '.join(known)}; "
+            "models.<name>.lr_scale scales the learning rate)"
+        )
+    return describe(error, Params)
 
 
 def parse_params(raw: Any, source: str = str(PARAMS_FILE)) -> Params:
@@ -408,7 +337,7 @@ def _check_search_key(params: Params, key: str) -> None:
             known = sorted(node) if isinstance(node, dict) else []
             where = ".".join(walked) or "params.yaml"
             raise ParamsError(
-                f"tune.space.{key}: '{part}' is not a key of {where}{_suggestion(part, known)}"
+                f"tune.space.{key}: '{part}' is not a key of {where}{suggestion(part, known)}"
             )
         node = node[part]
         walked.append(part)

@@ -1,5 +1,6 @@
-"""What the machine offers: the device, usable CPUs, bf16 support, and the allocator setting
-that keeps CPU training from paying page faults on every step."""
+"""What the machine offers: the device, usable CPUs, bf16 support, the allocator setting that
+keeps CPU training from paying page faults on every step, and this process's place in a
+distributed (torchrun) run."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import ctypes
 import logging
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -100,3 +102,48 @@ def keep_freed_memory() -> None:
     settings = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1), (_M_TOP_PAD, 256 << 20))
     if all(libc.mallopt(option, value) == 1 for option, value in settings):
         log.debug("glibc malloc: no mmap, no trimming")
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a torchrun/DDP run (rank 0 of 1 for a plain run)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> Distributed:
+        """torchrun's RANK/WORLD_SIZE/LOCAL_RANK; a plain run is rank 0 of 1."""
+        import torch
+        import torch.distributed as dist
+
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        if world_size > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        return cls(
+            int(os.environ.get("RANK", "0")), world_size, int(os.environ.get("LOCAL_RANK", "0"))
+        )
+
+    def device(self) -> torch.device:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.set_device(self.local_rank)
+            return torch.device("cuda", self.local_rank)
+        return torch.device("cpu")
+
+    def broadcast_flag(self, flag: bool) -> bool:
+        """Rank 0's decision, so every rank stops (or not) together."""
+        if self.world_size == 1:
+            return flag
+        import torch
+        import torch.distributed as dist
+
+        value = torch.tensor([int(flag)])
+        dist.broadcast(value, src=0)
+        return bool(value.item())
