@@ -8,7 +8,7 @@ venv="${CIFAR10_VENV:-.venv}"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 # pip is skipped when these requirement files were installed into this venv already
 stamp="$venv/.cifar10-requirements"
-wanted="$(cat requirements.txt requirements-dev.txt | sha256sum)"
+wanted="$(cat requirements.txt requirements-remote.txt requirements-dev.txt | sha256sum)"
 [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ] && exit 0
 if ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt; then
   echo "error: installing requirements-dev.txt into $venv failed" >&2

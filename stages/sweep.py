@@ -25,6 +25,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -59,6 +60,7 @@ ENV_STORAGE_OVERRIDE = "SWEEP_STORAGE"
 HEARTBEAT_SECONDS = 20
 TRIAL_RETRIES = 3
 FAILURES_IN_A_ROW = 3  # this many failed trials in a row stop the sweep: the cause is not chance
+SCHEMA_ATTEMPTS = 3  # opening a new database that another worker is setting up
 TRUSTED_IMPORTANCE_TRIALS = 20  # fewer complete trials: the importances plot comes with a warning
 # tune.objective -> the key of the trial's metrics/train/<model>.json with the result
 RESULT_KEYS = {
@@ -346,16 +348,15 @@ def open_storage(url: str):
         ) from None
     shown = parsed.render_as_string(hide_password=True)
     try:
-        with warnings.catch_warnings():  # heartbeats are marked experimental
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url,
-                heartbeat_interval=tune_heartbeat(),
-                grace_period=3 * tune_heartbeat(),
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                    TRIAL_RETRIES
-                ),
-            )
+        for attempt in range(SCHEMA_ATTEMPTS):
+            try:
+                return _rdb_storage(url)
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+                # two workers meeting a new database create Optuna's tables at once, and the
+                # slower one's CREATE fails: the tables are there now, so it tries again
+                if attempt == SCHEMA_ATTEMPTS - 1:
+                    raise
+                time.sleep(1 + attempt)
     except ImportError:
         driver = parsed.get_dialect().driver
         raise ParamsError(
@@ -365,6 +366,30 @@ def open_storage(url: str):
     except (sqlalchemy.exc.SQLAlchemyError, ValueError) as error:
         cause = getattr(error, "orig", None) or error
         raise ParamsError(f"tune.storage: cannot open {shown} ({first_line(cause)})") from None
+
+
+def shown_url(url: str) -> str:
+    """``url`` as a log line may show it: the password hidden."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url  # a journal file's path
+
+
+def _rdb_storage(url: str):
+    with warnings.catch_warnings():  # heartbeats are marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url,
+            heartbeat_interval=tune_heartbeat(),
+            grace_period=3 * tune_heartbeat(),
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                TRIAL_RETRIES
+            ),
+        )
 
 
 def open_study(sweep: Sweep):
@@ -424,22 +449,28 @@ def run_sweep(sweep: Sweep) -> None:
     sweep.folder.mkdir(parents=True, exist_ok=True)
     tune = sweep.params.tune
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
+    # a trial another worker is running counts against the budget too, or two workers would
+    # each start "the last" trial; a killed worker's trial is failed first (its params queued)
+    claimed = (*finished, TrialState.RUNNING)
+    optuna.storages.fail_stale_trials(study)
     done = len(study.get_trials(deepcopy=False, states=finished))
+    under_way = len(study.get_trials(deepcopy=False, states=claimed)) - done
     log.info(
-        "study %s (%s): %d of %d trials done; %s, %s pruner, %d epochs per trial",
+        "study %s (%s): %d of %d trials done%s; %s, %s pruner, %d epochs per trial",
         sweep.study_name,
-        sweep.storage_url,
+        shown_url(sweep.storage_url),
         done,
         tune.trials,
+        f", {under_way} under way elsewhere" if under_way else "",
         tune.sampler,
         tune.pruner,
         sweep.epochs,
     )
-    if done < tune.trials:
+    if done + under_way < tune.trials:
         study.optimize(
             objective_function(sweep),
             timeout=tune.timeout_minutes * 60 if tune.timeout_minutes else None,
-            callbacks=[MaxTrialsCallback(tune.trials, states=finished), report_trial],
+            callbacks=[MaxTrialsCallback(tune.trials, states=claimed), report_trial],
             catch=(SweepError, ParamsError),
             gc_after_trial=True,
         )

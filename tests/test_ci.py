@@ -39,7 +39,12 @@ done
 
 # what the CI jobs run besides the stages: scripts, requirements, the linters' config
 CI_FILES = (".gitlab-ci.yml", "scripts", "run.sh", ".ci", "pyproject.toml", "Containerfile")
-CI_FILES += (".containerignore", "requirements.txt", "requirements-dev.txt")
+CI_FILES += (
+    ".containerignore",
+    "requirements.txt",
+    "requirements-remote.txt",
+    "requirements-dev.txt",
+)
 CI_FILES += ("requirements-lint.txt",)
 
 

@@ -13,7 +13,8 @@ from tests.conftest import copy_project
 
 def test_promote_registers_and_assigns_the_release(tmp_path):
     project = copy_project(
-        tmp_path / "project", ("scripts", "requirements.txt", "requirements-dev.txt")
+        tmp_path / "project",
+        ("scripts", "requirements.txt", "requirements-remote.txt", "requirements-dev.txt"),
     )
     env = {
         **os.environ,

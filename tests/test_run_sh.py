@@ -70,7 +70,14 @@ def clone(tmp_path_factory, image_tar) -> Path:
     """A git clone of the project, offline data, tiny models and one finished output."""
     project = copy_project(
         tmp_path_factory.mktemp("run_sh") / "project",
-        ("run.sh", "scripts", "presets", "requirements.txt", "requirements-dev.txt"),
+        (
+            "run.sh",
+            "scripts",
+            "presets",
+            "requirements.txt",
+            "requirements-remote.txt",
+            "requirements-dev.txt",
+        ),
     )
     update_params(project, **offline_data(image_tar), **tiny_training_params())
     (project / "models/resnet").mkdir(parents=True)
