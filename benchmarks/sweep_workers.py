@@ -4,9 +4,9 @@ Two clones of one scratch git + DVC repository stand in for two machines (a shar
 DVC remote, timm's tiny test_resnet at 32 px on a per-class subset of the real data); the
 same seeded budget of trials, no pruning, runs once with one worker and once with two
 workers started together on one study, each time in fresh clones (a clone that has run a
-trial's params restores it from DVC's run-cache). PostgreSQL is a throwaway server of Debian's package
-(tests/services.py; run as root) unless --storage names one. Prints JSON: minutes, trials per
-minute, and the speed-up.
+trial's params restores it from DVC's run-cache). PostgreSQL is a throwaway server of
+Debian's package (tests/services.py; run as root) unless --storage names one. Prints JSON:
+minutes, trials per minute, and the speed-up.
 
     python -m benchmarks.sweep_workers --trials 6 --epochs 2 --per-class 100
 """

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The container's entrypoint: `podman run IMAGE [EPOCHS] [MODEL] [MODE] [options]` runs run.sh
 # with those arguments in the clone mounted at /work (where the outputs then stay), else in the
-# image's own copy. A first argument naming a program (dvc, python, bash, ...) runs that instead.
+# image's own copy. A first argument naming a program (dvc, python, bash, ...) runs that instead;
+# `serve [options]` starts the prediction service on port 8000 of every interface.
 # Any uid works (--user, --userns=keep-id): HOME and git's settings go to a folder of its own.
 set -euo pipefail
 image_copy="$(cd "$(dirname "$0")/.." && pwd)"
@@ -29,6 +30,10 @@ if ! git config user.email >/dev/null; then
   git config --global user.email "${GIT_AUTHOR_EMAIL:-cifar10-dvc@container.invalid}"
 fi
 
+if [ "${1:-}" = serve ]; then
+  shift
+  exec python -m stages.serve --host 0.0.0.0 "$@"
+fi
 if [ $# -gt 0 ] && command -v "$1" >/dev/null 2>&1 && [[ "$1" != -* ]] && ! [[ "$1" =~ ^[0-9]+$ ]]; then
   exec "$@"
 fi

@@ -23,14 +23,13 @@ from pathlib import Path
 from typing import get_args
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from stages.common.checkpoint import InferenceSettings
 from stages.common.cli import run_command
 from stages.common.errors import ParamsError
 from stages.common.images import IMAGE_SUFFIXES, decode_image
-from stages.common.inference import LoadedModel, load_model, predict_logits
+from stages.common.inference import LoadedModel, load_model, probabilities
 from stages.common.io import writable, write_atomic, write_json
 from stages.common.layout import paths
 from stages.common.params import TtaMode
@@ -120,17 +119,10 @@ def classify(
 ) -> None:
     if not len(images):
         return
-    logits = predict_logits(
-        loaded.model,
-        images,
-        loaded.device_input,
-        batch_size,
-        tta=tta,
-        progress="classifying" if len(images) > batch_size else None,
-    )
-    probabilities = torch.softmax(logits.double() / temperature, 1).numpy()
+    progress = "classifying" if len(images) > batch_size else None
+    scores = probabilities(loaded, images, batch_size, tta, temperature, progress)
     readable = (row for row in rows if not row.error)
-    for row, probs in zip(readable, probabilities):
+    for row, probs in zip(readable, scores):
         best = np.argsort(-probs, kind="stable")[:top_k]
         row.top = [(loaded.classes[i], float(probs[i])) for i in best]
 

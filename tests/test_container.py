@@ -6,6 +6,7 @@ training in a mounted clone."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -16,20 +17,23 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+from PIL import Image
 
-from tests import container
+from tests import container, services
 from tests.conftest import REAL_DATA, ROOT
 
 RECORDING_RUN_SH = 'printf "%s\\n" "$PWD" "$@" > "$RECORD"\n'
 
 
 def entrypoint(
-    workdir: Path, *args: str, tmp_path: Path, home: Path | None = None
+    workdir: Path, *args: str, tmp_path: Path, home: Path | None = None, path: str | None = None
 ) -> subprocess.CompletedProcess:
     (tmp_path / "home").mkdir(exist_ok=True)
     env = {
         **os.environ,
+        "PATH": path or os.environ["PATH"],
         "CIFAR10_WORKDIR": str(workdir),
         "RECORD": str(tmp_path / "record.txt"),
         "HOME": str(home or tmp_path / "home"),  # the entrypoint's git config goes here
@@ -69,6 +73,24 @@ def test_a_program_name_runs_that_program(tmp_path):
     result = entrypoint(clone, "python", "-c", "print('ran')", tmp_path=tmp_path)
     assert result.returncode == 0 and result.stdout.strip() == "ran"
     assert not (tmp_path / "record.txt").exists()
+
+
+def test_serve_starts_the_service_on_every_interface(tmp_path):
+    clone = tmp_path / "work"
+    clone.mkdir()
+    (clone / "run.sh").write_text(RECORDING_RUN_SH)
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "python").write_text(f"#!/bin/sh\n{RECORDING_RUN_SH}")
+    (tools / "python").chmod(0o755)
+    path = f"{tools}:{os.environ['PATH']}"
+    result = entrypoint(
+        clone, "serve", "--model", "export/model.onnx", tmp_path=tmp_path, path=path
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "record.txt").read_text().split()[1:] == [
+        *("-m", "stages.serve", "--host", "0.0.0.0", "--model", "export/model.onnx")
+    ]
 
 
 def test_without_a_mounted_clone_the_image_copy_runs(tmp_path):
@@ -182,6 +204,8 @@ def test_containerignore_leaves_tools_results_and_weights_out_at_any_depth(podma
         "stages/common/__pycache__/io.cpython-311.pyc",
         "models/resnet/model.safetensors",
         "evaluation/resnet/predictions.npz",
+        "export/model.onnx",
+        "benchmarks/nets/other.onnx",
         "sweeps/s/s-t001.log",
         ".dvc/cache/files/md5/00/1",
     ]
@@ -257,6 +281,45 @@ def test_a_training_run_in_a_mounted_clone_of_another_user(podman_env, image, tm
     ).stdout.splitlines()
     # the edit stays; the experiment's params and results are applied to the workspace
     assert " M README.md" in status and " M params.yaml" in status and "?? dvc.lock" in status
+    served_from_the_image(podman_env, image, clone)
+
+
+def served_from_the_image(podman_env, image: str, clone: Path) -> None:
+    """`podman run -p 8000:8000 IMAGE serve` on the clone's released model (and its ONNX
+    export): the health check, the model card and a prediction over HTTP."""
+    for model in ("release/model.safetensors", "export/model.onnx"):
+        port = services.free_port()
+        name = f"cifar10-serve-{port}"
+        started = container.podman(
+            podman_env,
+            *("run", "-d", "--rm", "--name", name, "--user", f"{HOST_UID}:{HOST_UID}"),
+            *("-v", f"{clone}:/work", "-p", f"127.0.0.1:{port}:8000", image),
+            *("serve", "--model", model),
+        )
+        assert started.returncode == 0, started.stderr
+        try:
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    if httpx.get(f"{base}/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline, container.podman(
+                        podman_env, "logs", name
+                    ).stderr
+                    time.sleep(1)
+            card = httpx.get(f"{base}/v1/model").json()
+            assert card["file"] == model and len(card["classes"]) == 10
+            buffer = io.BytesIO()
+            Image.new("RGB", (48, 40), "red").save(buffer, "PNG")
+            upload = [("files", ("red.png", buffer.getvalue(), "image/png"))]
+            answer = httpx.post(f"{base}/v1/predict", files=upload, timeout=60)
+            assert answer.status_code == 200, answer.text
+            top = answer.json()["predictions"][0]["top"]
+            assert len(top) == 3 and top[0]["class"] in card["classes"]
+        finally:
+            container.podman(podman_env, "stop", "-t", "5", name)
 
 
 @pytest.fixture

@@ -84,6 +84,7 @@ def tiny(**extra) -> dict:
     return {
         **tiny_training_params(epochs=1),
         "evaluate": {"tsne_samples": 60, "gradcam_samples": 4, "grid_size": 8},
+        "export": {"latency_runs": 3, "latency_batches": [1, 8]},
         **extra,
     }
 
@@ -236,7 +237,7 @@ def baseline(tmp_path_factory, image_tar) -> Path:
     repo = init_repo(project, **tiny())
     keep_models(repo, ["resnet", "vit"])
     run = dvc(repo, "repro")
-    for stage in ("prepare", "validate", "eda", "train@vit", "evaluate@vit", "compare"):
+    for stage in ("prepare", "validate", "eda", "train@vit", "evaluate@vit", "compare", "export"):
         assert f"Running stage '{stage}'" in run.stdout, run.stdout
     commit_all(repo, "baseline")
     return repo
@@ -262,6 +263,7 @@ def test_full_pipeline_another_model_and_experiments(repo):
     assert "Stage 'train@resnet' didn't change, skipping" in run.stdout
     shown = json.loads(dvc(repo, "metrics", "show", "--json").stdout)
     files = next(iter(shown.values()))["data"]
+    assert files["metrics/export.json"]["data"]["top1_agreement"] == 1.0  # export ran after compare
     assert set(files["metrics/evaluate/resnet_b.json"]["data"]) == {
         "accuracy",
         "f1_weighted",
@@ -307,7 +309,7 @@ def test_full_pipeline_another_model_and_experiments(repo):
 
 # The README's `dvc exp show` recipes ("Experiments"): every column but the hashes, and only
 # the columns named.
-WITHOUT_HASHES = "Created|^[^:]*/[^:]*$|^(dvclive|evaluation|models)$"
+WITHOUT_HASHES = "Created|^[^:]*/[^:]*$|^(dvclive|evaluation|models|release)$"
 ONLY_THESE = "Experiment|^train\\.(lr|epochs)$|accuracy$|best_model"
 
 
@@ -352,13 +354,14 @@ def test_the_plan_before_a_run_and_the_table_after_it(repo):
     update_params(repo, train={"lr": 0.001})
     restored = stage_command(repo, "stages.preflight").stdout
     assert re.search(r"restored from the run-cache: +train@resnet, train@vit\n", restored)
-    assert re.search(r"will run: +evaluate@resnet, evaluate@vit, compare\n", restored)
+    assert re.search(r"will run: +evaluate@resnet, evaluate@vit, compare, export\n", restored)
     assert "cost: no model trains" in restored
 
     # the README's recipes for `dvc exp show`
     columns = exp_show_columns(repo, "--drop", WITHOUT_HASHES)
     assert "train.lr" in columns and "metrics/evaluate/vit.json:accuracy" in columns
     assert not any(c.endswith(".py") or c.startswith(("data/", "models/")) for c in columns)
+    assert "release" not in columns
     wide = dvc(repo, "exp", "show", "--drop", ".*", "--keep", ONLY_THESE, "--md").stdout
     assert max(len(line) for line in wide.splitlines()) <= 120 and "train.lr" in wide
     readme = (ROOT / "README.md").read_text()

@@ -89,6 +89,7 @@ def test_stage_outputs_are_the_layout_paths():
             layout.COMPARE_METRICS,
             layout.COMPARE_PLOTS,
         },
+        "export": {layout.ONNX_MODEL.parent, layout.EXPORT_METRICS, layout.EXPORT_LATENCY},
     }
     for name, paths in expected.items():
         assert outputs(name) == {str(path) for path in paths}, name

@@ -9,18 +9,26 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from stages.common.cifar10 import IMAGE_SHAPE
 
+TOO_MANY_PIXELS = "too many pixels"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
-def decode_image(blob: bytes, convert: bool = False) -> tuple[np.ndarray | None, str]:
+def decode_image(
+    blob: bytes, convert: bool = False, max_pixels: int | None = None
+) -> tuple[np.ndarray | None, str]:
     """The image as (32, 32, 3) uint8, or None and why it cannot be used.
 
     ``convert=False`` (prepare): only 32x32 RGB images are data set images. ``convert=True``
     (predict): any size or mode is turned into one the way CIFAR-10 was made: EXIF
     orientation applied, RGB, the shorter side resized to 32 px and the centre cropped.
+    ``max_pixels``: refuse a larger image from its header, before decoding it (a small file
+    can decode to gigabytes).
     """
     try:
         with Image.open(io.BytesIO(blob)) as image:
+            width, height = image.size
+            if max_pixels is not None and width * height > max_pixels:
+                return None, f"{TOO_MANY_PIXELS} ({width}x{height}, at most {max_pixels:,})"
             image.load()
             if convert:
                 image = ImageOps.exif_transpose(image).convert("RGB")

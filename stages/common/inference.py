@@ -75,6 +75,22 @@ def predict_logits(
     return torch.cat(outputs)
 
 
+def probabilities(
+    loaded: LoadedModel,
+    images: np.ndarray,
+    batch_size: int,
+    tta: str,
+    temperature: float,
+    progress: str | None = None,
+) -> np.ndarray:
+    """Float64 class probabilities of uint8 NHWC ``images``: the logits with test-time
+    augmentation ``tta``, divided by ``temperature`` (what predict prints and serve answers)."""
+    logits = predict_logits(
+        loaded.model, images, loaded.device_input, batch_size, tta=tta, progress=progress
+    )
+    return torch.softmax(logits.double() / temperature, 1).numpy()
+
+
 def tta_logits(model: nn.Module, inputs: torch.Tensor, tta: str) -> torch.Tensor:
     """Float32 logits of ``inputs``: ``none``, the model's; ``flip``, the mean over the batch
     and its mirror image; ``flip_translate``, airbench94's: half that, half the flip mean of

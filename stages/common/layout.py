@@ -29,6 +29,10 @@ COMPARE_PLOTS = Path("plots/compare")
 RELEASE_DIR = Path("release")  # the model registry's artifact: the best single model
 RELEASE_CHECKPOINT = RELEASE_DIR / "model.safetensors"
 
+ONNX_MODEL = Path("export/model.onnx")  # the released model for onnxruntime (stages/export.py)
+EXPORT_METRICS = METRICS_DIR / "export.json"  # agreement with PyTorch, file size
+EXPORT_LATENCY = METRICS_DIR / "export-latency.json"  # timings: they vary from run to run
+
 SWEEPS_DIR = Path("sweeps")
 # Optuna studies: outside the git work tree, because `dvc exp apply` deletes untracked and
 # ignored files there (a study.db in sweeps/ did not survive applying its best trial)

@@ -156,6 +156,12 @@ class CompareParams(Section):
     metric: Literal["accuracy", "f1_weighted", "f1_macro", "loss", "ece"]
 
 
+class ExportParams(Section):
+    tolerance: Annotated[float, Field(gt=0.0)]
+    latency_runs: Annotated[StrictInt, Field(ge=1)]
+    latency_batches: Annotated[list[PositiveInt], Field(min_length=1)]
+
+
 class Distribution(Section):
     """One hyperparameter of the search space: float (optionally log), int or categorical."""
 
@@ -219,6 +225,7 @@ class Params(Section):
     models: dict[str, ModelParams]
     evaluate: EvaluateParams
     compare: CompareParams
+    export: ExportParams
     tune: TuneParams
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)

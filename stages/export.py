@@ -1,0 +1,125 @@
+"""export: the released model to ONNX, checked against PyTorch on the whole test split and timed.
+
+Reads ``release/model.safetensors`` (compare's choice, with the TTA and temperature its metadata
+carries) and writes ``export/model.onnx``: uint8 images (N, 32, 32, 3), N dynamic, in; class
+probabilities out; preprocessing, TTA and temperature inside the graph, the checkpoint's
+metadata in the file's metadata. ``metrics/export.json``: top-1 agreement and the largest
+probability difference with PyTorch (what ``stages.predict`` computes) over the test split, and
+the file's size. ``metrics/export-latency.json``: milliseconds per image at each batch size,
+PyTorch eager vs onnxruntime, median and p95 over ``export.latency_runs`` timed runs after
+warm-up, both on this machine's CPU with the same thread count (apart from the numbers that
+reproduce, as evaluation keeps its images/s apart).
+A difference over ``export.tolerance`` stops the stage: a file that predicts otherwise than
+the evaluated model is not written.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from stages.common.cli import run_command
+from stages.common.dataset import load_prepared
+from stages.common.errors import DataError
+from stages.common.io import write_atomic, write_json
+from stages.common.layout import EXPORT_LATENCY, EXPORT_METRICS, ONNX_MODEL, RELEASE_CHECKPOINT
+from stages.common.onnx_export import export_onnx
+from stages.common.params import load_params
+from stages.common.serving import load_released, onnx_session
+
+log = logging.getLogger("export")
+WARMUP_RUNS = 5
+AGREEMENT_BATCH = 256
+
+
+def batched(run: Callable[[np.ndarray], np.ndarray], images: np.ndarray) -> np.ndarray:
+    return np.concatenate(
+        [run(images[i : i + AGREEMENT_BATCH]) for i in range(0, len(images), AGREEMENT_BATCH)]
+    )
+
+
+def per_image_ms(run: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, runs: int) -> dict:
+    """Median and p95 milliseconds per image of ``run(batch)`` over ``runs`` timed calls."""
+    for _ in range(WARMUP_RUNS):
+        run(batch)
+    seconds = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        run(batch)
+        seconds.append(time.perf_counter() - started)
+    per_image = np.asarray(seconds) * 1000 / len(batch)
+    return {
+        "median": round(float(np.median(per_image)), 4),
+        "p95": round(float(np.percentile(per_image, 95)), 4),
+    }
+
+
+def main() -> None:
+    params = load_params().export
+    if not RELEASE_CHECKPOINT.is_file():
+        raise DataError(f"{RELEASE_CHECKPOINT}: not found; `dvc repro compare` makes it")
+    released = load_released(RELEASE_CHECKPOINT)
+    test = load_prepared().test
+    started = time.perf_counter()
+    write_atomic(ONNX_MODEL, lambda temp: export_onnx(released, temp))
+    export_seconds = time.perf_counter() - started
+    session = onnx_session(ONNX_MODEL)
+
+    def onnx_run(images: np.ndarray) -> np.ndarray:
+        return session.run(None, {"images": images})[0]
+
+    reference = batched(released.probabilities, test.images)
+    exported = batched(onnx_run, test.images)
+    difference = float(np.abs(reference - exported).max())
+    agreement = float((reference.argmax(1) == exported.argmax(1)).mean())
+    if difference > params.tolerance:
+        ONNX_MODEL.unlink()
+        raise DataError(
+            f"{ONNX_MODEL}: probabilities differ from PyTorch's by up to {difference:.2e} over "
+            f"the test split, more than export.tolerance ({params.tolerance:.0e}); not kept"
+        )
+    latency: dict[str, Any] = {"threads": torch.get_num_threads()}
+    for size in params.latency_batches:
+        batch = np.resize(test.images, (size, *test.images.shape[1:]))
+        eager = per_image_ms(released.probabilities, batch, params.latency_runs)
+        onnx = per_image_ms(onnx_run, batch, params.latency_runs)
+        latency[f"batch_{size}"] = {
+            "pytorch": eager,
+            "onnxruntime": onnx,
+            "onnxruntime_speedup": round(eager["median"] / onnx["median"], 2),
+        }
+    metrics = {
+        "test_images": len(test.images),
+        "top1_agreement": agreement,
+        "max_abs_probability_difference": difference,
+        "onnx_megabytes": round(ONNX_MODEL.stat().st_size / 2**20, 3),
+    }
+    write_json(EXPORT_METRICS, metrics)
+    write_json(EXPORT_LATENCY, latency)
+    first = params.latency_batches[0]
+    timed = latency[f"batch_{first}"]
+    log.info(
+        "%s (%s) -> %s (%.1f MB, %.0f s): top-1 agreement %.4f, max |dp| %.1e over %d test "
+        "images; per image at batch %d: PyTorch %.2f ms, onnxruntime %.2f ms (x%.2f)",
+        RELEASE_CHECKPOINT,
+        released.info.architecture,
+        ONNX_MODEL,
+        metrics["onnx_megabytes"],
+        export_seconds,
+        agreement,
+        difference,
+        len(test.images),
+        first,
+        timed["pytorch"]["median"],
+        timed["onnxruntime"]["median"],
+        timed["onnxruntime_speedup"],
+    )
+
+
+if __name__ == "__main__":
+    run_command(main)
