@@ -121,15 +121,12 @@ def main() -> None:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    sys.exit("the server did not start")
-                time.sleep(0.5)
+        try:
+            services.wait_until_healthy(
+                base, lambda: None if server.poll() is None else "the server exited"
+            )
+        except RuntimeError as error:
+            sys.exit(f"the server did not start: {error}")
         card = httpx.get(f"{base}/v1/model").json()
         blobs = sample_images(64)
         memory = {"start_mb": resident_mb(server.pid)}

@@ -18,8 +18,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import httpx
 
 POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
 POSTGRES_USER = "postgres"  # the system user Debian's package makes
@@ -29,6 +32,23 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def wait_until_healthy(base_url: str, why_down: Callable[[], str | None], seconds: float = 120):
+    """Until ``GET {base_url}/healthz`` answers 200 (the prediction service starting). A
+    RuntimeError as soon as ``why_down()`` names a reason (its process ended), or after
+    ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if httpx.get(f"{base_url}/healthz", timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        reason = why_down()
+        if reason is not None or time.monotonic() > deadline:
+            raise RuntimeError(reason or f"{base_url} did not answer in {seconds:.0f} s")
+        time.sleep(0.5)
 
 
 def postgres_missing() -> str | None:

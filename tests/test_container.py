@@ -299,16 +299,11 @@ def served_from_the_image(podman_env, image: str, clone: Path) -> None:
         assert started.returncode == 0, started.stderr
         try:
             base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    if httpx.get(f"{base}/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    assert time.monotonic() < deadline, container.podman(
-                        podman_env, "logs", name
-                    ).stderr
-                    time.sleep(1)
+            try:
+                services.wait_until_healthy(base, lambda: None)
+            except RuntimeError as error:
+                logs = container.podman(podman_env, "logs", name)
+                raise AssertionError(logs.stdout + logs.stderr) from error
             card = httpx.get(f"{base}/v1/model").json()
             assert card["file"] == model and len(card["classes"]) == 10
             buffer = io.BytesIO()

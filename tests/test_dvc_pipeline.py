@@ -222,6 +222,15 @@ def test_the_download_stage_fetches_verifies_and_feeds_prepare(project, image_ta
     assert "`bash run.sh --preset smoke --data PATH`" in line
 
 
+def publish(repo: Path, folder: Path) -> Path:
+    """A bare git repository at folder/origin.git, ``repo``'s remote `origin`, with main pushed."""
+    origin = folder / "origin.git"
+    git(folder, "init", "-q", "--bare", "-b", "main", str(origin))
+    git(repo, "remote", "add", "origin", str(origin))
+    git(repo, "push", "-q", "origin", "main")
+    return origin
+
+
 def exp_show_columns(repo: Path, *args: str) -> list[str]:
     table = dvc(repo, "exp", "show", "--only-changed", "--csv", *args).stdout
     return next(csv.reader(io.StringIO(table)))
@@ -371,15 +380,12 @@ def test_the_plan_before_a_run_and_the_table_after_it(repo):
 def test_team_round_trip_through_a_remote(repo, tmp_path):
     """Member A (the baseline's author) pushes; a fresh clone sees the results without
     pulling; member B pulls everything and finds it up to date; experiments travel too."""
-    origin = tmp_path / "origin.git"
     storage = tmp_path / "dvc-storage"
-    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(origin))
     alice = repo
     dvc(alice, "remote", "add", "-d", "storage", str(storage))
     dvc(alice, "push")
     commit_all(alice, "configure the remote")
-    git(alice, "remote", "add", "origin", str(origin))
-    git(alice, "push", "-q", "origin", "main")
+    origin = publish(alice, tmp_path)
 
     # a fresh clone sees the committed results without pulling anything
     reader = tmp_path / "reader"

@@ -27,6 +27,7 @@ from tests.test_dvc_pipeline import (
     git,
     init_repo,
     keep_models,
+    publish,
     tiny,
 )
 
@@ -69,10 +70,7 @@ def two_machines(project: Path, tmp_path: Path) -> tuple[Path, Path]:
     dvc(first, "remote", "add", "-d", "team", str(tmp_path / "dvc-remote"))
     commit_all(first, "data prepared, the team's remote")
     dvc(first, "push")
-    origin = tmp_path / "origin.git"
-    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(origin))
-    git(first, "remote", "add", "origin", str(origin))
-    git(first, "push", "-q", "origin", "main")
+    origin = publish(first, tmp_path)
     second = tmp_path / "second"
     git(tmp_path, "clone", "-q", str(origin), str(second))
     dvc(second, "pull", "--allow-missing")  # the stages after validate have not run yet
@@ -235,10 +233,7 @@ def test_the_team_loop_through_an_s3_api(team_repo, s3, tmp_path):
     assert "answers (empty: the first push fills it)" in check_remote(alice).stderr
     dvc(alice, "push", "--run-cache")
     commit_all(alice, "the team's remote: S3")
-    origin = tmp_path / "origin.git"
-    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(origin))
-    git(alice, "remote", "add", "origin", str(origin))
-    git(alice, "push", "-q", "origin", "main")
+    origin = publish(alice, tmp_path)
 
     bob = tmp_path / "bob"
     git(tmp_path, "clone", "-q", str(origin), str(bob))

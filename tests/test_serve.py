@@ -10,7 +10,6 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -107,17 +106,14 @@ def server(request, released_project) -> Iterator[httpx.Client]:
         stderr=subprocess.PIPE,
         text=True,
     )
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if client.get("/healthz").json() == {"status": "ok"}:
-                break
-        except httpx.TransportError:
-            pass
-        assert process.poll() is None, process.stderr.read() if process.stderr else ""
-        assert time.monotonic() < deadline, "the server did not answer in 120 s"
-        time.sleep(0.5)
+    base = f"http://127.0.0.1:{port}"
+
+    def why_down() -> str | None:
+        return None if process.poll() is None else process.communicate()[1]
+
+    services.wait_until_healthy(base, why_down)
+    client = httpx.Client(base_url=base, timeout=60)
+    assert client.get("/healthz").json() == {"status": "ok"}
     client.headers["x-model-file"] = request.param
     yield client
     process.terminate()
