@@ -19,17 +19,20 @@ def params():
     return shipped(**sections)
 
 
-def test_a_small_net_is_timed_at_its_full_batch_and_scaled_to_the_run(params):
+def test_a_small_net_is_timed_at_its_full_batch_and_scaled_to_the_run(params, monkeypatch):
+    """Whether a step fits the budget depends on the machine's load (a loaded CI runner took 1 s
+    for 2 images): an unbounded budget checks the growth to the full batch, not the timing."""
+    monkeypatch.setattr(estimate, "CPU_STEP_BUDGET", float("inf"))
     result = estimate.estimate_model(params, "resnet", train_images=1000, val_images=100, epochs=3)
     assert result.device == "cpu" and result.arch == "test_resnet" and result.img_size == 32
-    assert result.timed_batch == 32  # a step of the full batch is far below the budget
+    assert result.timed_batch == 32  # grown 4x at a time from 2, capped at the batch
     assert result.steps_per_epoch == 1000 // 32
     assert result.step_seconds > 0 and result.eval_seconds_per_image > 0
     assert result.epoch_seconds == pytest.approx(
         31 * result.step_seconds + 100 * result.eval_seconds_per_image
     )
     assert result.seconds == pytest.approx(3 * result.epoch_seconds)
-    assert 0 < result.measured_seconds < 120
+    assert result.measured_seconds > 0
 
 
 def test_a_slow_step_is_timed_on_a_few_images_and_scaled_per_image(params, monkeypatch):
