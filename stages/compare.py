@@ -37,6 +37,7 @@ from stages.common.params import Params
 log = logging.getLogger("compare")
 ENSEMBLE = "ensemble"
 LOWER_IS_BETTER = {"loss", "ece"}
+ROBUSTNESS_FIGURE = COMPARE_PLOTS / "robustness.png"
 
 
 @dataclass
@@ -48,6 +49,7 @@ class ModelResult:
     training: dict[str, Any]  # the headline numbers of train (empty for the ensemble)
     probabilities: np.ndarray
     labels: np.ndarray
+    robustness: dict[str, Any] | None = None  # evaluate's details, when it measured them
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,8 @@ COLUMNS = [
     Column("loss", "loss (NLL)", lambda r: r.evaluation["loss"]),
     Column("ece", "ECE", lambda r: r.evaluation["ece"]),
     Column("ece_scaled", "ECE after T", lambda r: r.evaluation["ece_scaled"]),
+    Column("mca", "mCA", lambda r: r.evaluation.get("mca")),
+    Column("mca_drop", "mCA drop", lambda r: r.evaluation.get("mca_drop")),
     Column("parameters", "parameters", lambda r: r.training.get("parameters")),
     Column("trainable_parameters", "trainable", lambda r: r.training.get("trainable_parameters")),
     Column("train_minutes", "train time (min)", lambda r: r.training.get("train_minutes")),
@@ -98,6 +102,7 @@ def read_model(name: str) -> ModelResult:
         read_json(where.train_metrics),
         predictions["probabilities"],
         predictions["labels"],
+        read_json(where.evaluation_details).get("robustness"),
     )
 
 
@@ -134,21 +139,36 @@ def ensemble(results: list[ModelResult], bins: int) -> ModelResult:
 
 
 def best_of(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
+    """The best row by ``metric``, among those that have it (the ensemble has no mCA)."""
     sign = 1 if metric in LOWER_IS_BETTER else -1
-    return min(rows, key=lambda entry: sign * entry[metric])
+    return min(
+        (entry for entry in rows if entry[metric] is not None),
+        key=lambda entry: sign * entry[metric],
+    )
 
 
-def markdown_table(rows: list[dict], best: str, metric: str, notes: list[str]) -> str:
+def markdown_table(
+    rows: list[dict], best: str, metric: str, notes: list[str], robustness: bool
+) -> str:
+    columns = [c for c in COLUMNS if robustness or c.key not in ("mca", "mca_drop")]
     lines = ["# Model comparison (test split)", ""]
-    lines += ["| model | " + " | ".join(column.label for column in COLUMNS) + " |"]
-    lines += ["|---|" + "---:|" * len(COLUMNS)]
+    lines += ["| model | " + " | ".join(column.label for column in columns) + " |"]
+    lines += ["|---|" + "---:|" * len(columns)]
     for entry in rows:
-        cells = [_cell(entry[column.key]) for column in COLUMNS]
+        cells = [_cell(entry[column.key]) for column in columns]
         name = f"**{entry['model']}**" if entry["model"] == best else entry["model"]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", f"Best by `{metric}`: **{best}**."]
     lines += [f"- {note}" for note in notes]
     lines += ["", "![Comparison](../plots/compare/comparison.png)", ""]
+    if robustness:
+        lines += [
+            "mCA: mean accuracy over the corruptions and severities of `evaluate.robustness`; "
+            "mCA drop: (clean - mCA) / clean on the same test images.",
+            "",
+            "![Robustness](../plots/compare/robustness.png)",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -166,6 +186,11 @@ def main(params: Params) -> None:
         raise DataError("compare: no models in params.yaml")
     metric = params.compare.metric
     results = [read_model(name) for name in names]
+    if metric == "mca" and any(result.robustness is None for result in results):
+        raise DataError(
+            "compare.metric=mca: a model was evaluated without robustness; set "
+            "evaluate.robustness.enabled=true"
+        )
     notes = []
     rows = [row(result) for result in results]
     best_single = best_of(rows, metric)["model"]
@@ -192,6 +217,16 @@ def main(params: Params) -> None:
         plots.risk_coverage_figure(curves, colours, "Selective prediction, all models"),
         COMPARE_PLOTS / "risk_coverage.png",
     )
+    robustness = {r.name: r.robustness for r in results if r.robustness}
+    if robustness:
+        save_figure(
+            plots.robustness_comparison_figure(
+                robustness, colours, "Models under CIFAR-10-C corruptions of the test split"
+            ),
+            ROBUSTNESS_FIGURE,
+        )
+    else:
+        ROBUSTNESS_FIGURE.unlink(missing_ok=True)
     histories = {name: read_curves(paths(name).live_dir) for name in names}
     save_figure(plots.training_curves_figure(histories, colours), COMPARE_PLOTS / "training.png")
     settings = release(best_single)
@@ -219,7 +254,7 @@ def main(params: Params) -> None:
             "notes": notes,
         },
     )
-    write_text(COMPARE_REPORT, markdown_table(rows, best["model"], metric, notes))
+    write_text(COMPARE_REPORT, markdown_table(rows, best["model"], metric, notes, bool(robustness)))
     log.info(
         "best by %s: %s (%.4f); released %s -> %s (TTA %s, temperature %.2f)",
         metric,

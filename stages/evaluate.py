@@ -36,7 +36,7 @@ def evaluate(
     data = load_prepared()
     loaded = load_model(checkpoint)
     check_fits(loaded, data.classes, checkpoint)
-    inference = evaluation.infer(loaded, data, params.evaluate, name)
+    inference = evaluation.infer(loaded, data, params.evaluate, params.seed, name)
     scores = evaluation.score(inference, data, params.evaluate)
     title = f"{name} ({loaded.info.architecture})"
     context = evaluation.FigureContext(

@@ -5,10 +5,10 @@
 
 Rows are the workspace, the baseline commit and its experiments (DVC's own list, as
 `dvc exp show` has it); columns are the params that differ between those rows and the headline
-metrics: each model's test accuracy, the best model and the ensemble's accuracy, each model's
-best validation loss and accuracy and its training minutes. No hashes; plain text that fits
-``--width`` columns (the columns that do not fit are named under the table, least important
-first to go). ``--csv`` prints every column.
+metrics: each model's test accuracy and mean corruption accuracy (mCA), the best model and the
+ensemble's accuracy, each model's best validation loss and accuracy and its training minutes.
+No hashes; plain text that fits ``--width`` columns (the columns that do not fit are named
+under the table, least important first to go). ``--csv`` prints every column.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ class Column:
 # headline metrics: (file pattern, key, column label, priority); {m} is the model's name
 HEADLINES = [
     (r"metrics/evaluate/(?P<m>[^/]+)\.json", "accuracy", "{m} acc", 10),
+    (r"metrics/evaluate/(?P<m>[^/]+)\.json", "mca", "{m} mCA", 11),
     (r"metrics/compare\.json", "best_model", "best", 20),
     (r"metrics/compare\.json", "ensemble_accuracy", "ensemble", 21),
     (r"metrics/train/(?P<m>[^/]+)\.json", "best_val_loss", "{m} val_loss", 30),

@@ -166,6 +166,14 @@ def tiny_training_params(epochs: int = 2, **train) -> dict:
         },
         "models": models,
         "validate": {"drift_tolerance": 1.0},
+        # two corruptions at two severities on 20 images: the whole path, in seconds
+        "evaluate": {
+            "robustness": {
+                "corruptions": ["gaussian_noise", "contrast"],
+                "severities": [1, 5],
+                "images": 20,
+            }
+        },
     }
 
 

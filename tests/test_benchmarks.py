@@ -41,3 +41,14 @@ def test_gpu_script_quick_mode_runs_every_part_but_the_accuracy_runs(tmp_path):
     }
     assert report["trainer_vs_bare_loop"]["ours_images_per_second"] > 0
     assert "Device:" in out.with_suffix(".md").read_text()
+
+
+def test_robustness_cost_writes_json_and_markdown(tmp_path):
+    out = tmp_path / "robustness.json"
+    run(
+        "benchmarks.robustness",
+        *("--arch", "test_resnet", "--images", "8", "--tta", "flip", "--out", str(out)),
+    )
+    result = json.loads(out.read_text())
+    assert len(result["generation_seconds"]) == 15 and result["total_seconds"] > 0
+    assert "**added to evaluate**" in out.with_suffix(".md").read_text()

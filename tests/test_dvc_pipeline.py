@@ -81,12 +81,9 @@ def digest(path: Path) -> str:
 
 
 def tiny(**extra) -> dict:
-    return {
-        **tiny_training_params(epochs=1),
-        "evaluate": {"tsne_samples": 60, "gradcam_samples": 4, "grid_size": 8},
-        "export": {"latency_runs": 3, "latency_batches": [1, 8]},
-        **extra,
-    }
+    sections = tiny_training_params(epochs=1)
+    sections["evaluate"].update(tsne_samples=60, gradcam_samples=4, grid_size=8)
+    return {**sections, "export": {"latency_runs": 3, "latency_batches": [1, 8]}, **extra}
 
 
 def test_data_stages_run_once_and_survive_bad_params(project):
@@ -279,6 +276,8 @@ def test_full_pipeline_another_model_and_experiments(repo):
         "loss",
         "ece",
         "ece_scaled",
+        "mca",
+        "mca_drop",
     }
     comparison = json.loads((repo / "reports/comparison.json").read_text())["rows"]
     assert [row["model"] for row in comparison] == ["resnet", "vit", "resnet_b", "ensemble"]
@@ -293,7 +292,8 @@ def test_full_pipeline_another_model_and_experiments(repo):
     assert "Stage 'train@resnet' didn't change, skipping" in only_vit.stdout
     assert "Running stage 'train@vit'" in only_vit.stdout
     columns = exp_show_columns(repo)
-    assert len(columns) <= 40, (len(columns), columns)  # fits a wide terminal
+    # fits a wide terminal: 41 since evaluate added mca, mca_drop and robustness_seconds
+    assert len(columns) <= 44, (len(columns), columns)
     assert "models.vit.lr_scale" in columns and "metrics/evaluate/vit.json:accuracy" in columns
     assert not any("per_class" in column or "drift" in column for column in columns)
     diff = json.loads(dvc(repo, "plots", "diff", "HEAD", "vit-scale", "--json", "--split").stdout)

@@ -28,6 +28,7 @@ PNGS = [
     "predictions_wrong",
     "gradcam",
     "tsne",
+    "robustness",
 ]
 
 
@@ -54,7 +55,10 @@ def evaluated(tmp_path_factory, trained_template) -> Path:
 
 def test_evaluate_writes_every_output(evaluated):
     headline = json.loads((evaluated / "metrics/evaluate/resnet.json").read_text())
-    assert set(headline) == {"accuracy", "f1_weighted", "loss", "ece", "ece_scaled"}
+    assert set(headline) == {"accuracy", "f1_weighted", "loss", "ece", "ece_scaled"} | {
+        "mca",  # robustness: tiny_training_params' two corruptions at two severities
+        "mca_drop",
+    }
     results = json.loads((evaluated / "evaluation/resnet/details.json").read_text())
     assert 0.3 < results["accuracy"] == headline["accuracy"] <= 1.0
     assert set(results["per_class"]) == set(synthetic.CLASSES)
@@ -62,7 +66,11 @@ def test_evaluate_writes_every_output(evaluated):
     assert results["uncertainty"]["confidence_correct"] > results["uncertainty"]["confidence_wrong"]
     assert "speed" not in results  # apart from what compare reads
     speed = json.loads((evaluated / "metrics/speed/resnet.json").read_text())
-    assert speed["test_images_per_second"] > 0
+    assert speed["test_images_per_second"] > 0 and speed["robustness_seconds"] > 0
+    robustness = results["robustness"]
+    assert robustness["images"] == 20 and robustness["mca"] == headline["mca"]
+    assert robustness["accuracy"].keys() == {"gaussian_noise", "contrast"}
+    assert all(row.keys() == {"1", "5"} for row in robustness["accuracy"].values())
     for name in PNGS:
         assert (evaluated / f"plots/evaluate/resnet/{name}.png").read_bytes()[:4] == b"\x89PNG"
     confusion = json.loads(
@@ -136,8 +144,35 @@ def test_compare_ensemble_is_the_average_of_two_models(evaluated, tmp_path):
     assert summary["ensemble_accuracy"] == pytest.approx(expected)
     table = json.loads((project / "reports/comparison.json").read_text())["rows"]
     assert [row["model"] for row in table] == ["resnet", "vit", "ensemble"]
-    for name in ("comparison", "risk_coverage", "training"):
+    headline = json.loads((project / "metrics/evaluate/resnet.json").read_text())
+    assert [row["mca"] for row in table] == [headline["mca"], headline["mca"], None]
+    assert "| mCA | mCA drop |" in (project / "reports/comparison.md").read_text()
+    for name in ("comparison", "risk_coverage", "training", "robustness"):
         assert (project / f"plots/compare/{name}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_compare_picks_the_sturdiest_model_by_mca_and_needs_it_measured(evaluated, tmp_path):
+    project = Path(shutil.copytree(evaluated, tmp_path / "mca"))
+    keep_models(project, ["resnet"])
+    update_params(project, compare={"metric": "mca"})
+    assert run_module(project, "stages.compare").returncode == 0
+    summary = json.loads((project / "metrics/compare.json").read_text())
+    headline = json.loads((project / "metrics/evaluate/resnet.json").read_text())
+    assert summary == {"best_model": "resnet", "best_value": headline["mca"]}
+    update_params(project, evaluate={"robustness": {"enabled": False}})
+    assert evaluate(project).returncode == 0
+    assert "mca" not in json.loads((project / "metrics/evaluate/resnet.json").read_text())
+    result = run_module(project, "stages.compare")
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: compare.metric=mca: a model was evaluated without robustness; set "
+        "evaluate.robustness.enabled=true"
+    )
+    update_params(project, compare={"metric": "accuracy"})
+    assert run_module(project, "stages.compare").returncode == 0
+    assert not (project / "plots/compare/robustness.png").exists()
+    table = (project / "reports/comparison.md").read_text()
+    assert "mCA" not in table and "robustness.png" not in table
 
 
 def test_when_the_ensemble_wins_compare_says_which_single_model_it_released(evaluated, tmp_path):

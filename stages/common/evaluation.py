@@ -25,6 +25,7 @@ from stages.common.inference import LoadedModel, predict_logits
 from stages.common.io import copy_file, save_figure, write_atomic, write_json
 from stages.common.layout import ModelPaths
 from stages.common.params import EvaluateParams
+from stages.common.robustness import Robustness, evaluate_robustness
 
 log = logging.getLogger(__name__)
 RISK_COVERAGE_POINTS = 101
@@ -74,13 +75,14 @@ class Inference:
     test_logits: np.ndarray  # float64 (N, classes)
     val_logits: np.ndarray
     test_seconds: float
+    robustness: Robustness | None  # None: evaluate.robustness.enabled is false
 
 
 @dataclass
 class Scores:
     """Every number of an evaluation, and the arrays the figures need."""
 
-    headline: dict[str, float]  # the DVC metrics: compared across experiments
+    headline: dict[str, float | None]  # the DVC metrics: compared across experiments
     details: dict[str, Any]  # per-class, calibration, uncertainty
     speed: dict[str, float]  # images per second (kept apart from the details)
     probabilities: np.ndarray
@@ -92,7 +94,7 @@ class Scores:
 
 
 def infer(
-    loaded: LoadedModel, data: PreparedData, settings: EvaluateParams, name: str
+    loaded: LoadedModel, data: PreparedData, settings: EvaluateParams, seed: int, name: str
 ) -> Inference:
     started = time.perf_counter()
     test = predict_logits(
@@ -111,7 +113,10 @@ def infer(
         settings.batch_size,
         tta=settings.tta,
     )
-    return Inference(test.double().numpy(), val.double().numpy(), seconds)
+    robustness = None
+    if settings.robustness.enabled:
+        robustness = evaluate_robustness(loaded, data.test, settings, seed, name)
+    return Inference(test.double().numpy(), val.double().numpy(), seconds, robustness)
 
 
 def score(inference: Inference, data: PreparedData, settings: EvaluateParams) -> Scores:
@@ -157,7 +162,24 @@ def score(inference: Inference, data: PreparedData, settings: EvaluateParams) ->
         "tta": settings.tta,
     }
     speed = {"test_images_per_second": len(labels) / inference.test_seconds}
-    return Scores(headline, details, speed, probabilities, scaled, temperature, tables, curve)
+    scores = Scores(headline, details, speed, probabilities, scaled, temperature, tables, curve)
+    if inference.robustness:
+        _score_robustness(inference.robustness, settings, scores)
+    return scores
+
+
+def _score_robustness(robustness: Robustness, settings: EvaluateParams, scores: Scores) -> None:
+    if settings.robustness.images is not None:
+        _clipped(
+            settings.robustness.images,
+            robustness.images,
+            "evaluate.robustness.images",
+            scores.notes,
+        )
+    scores.headline["mca"] = robustness.mca
+    scores.headline["mca_drop"] = robustness.mca_drop
+    scores.details["robustness"] = robustness.details()
+    scores.speed["robustness_seconds"] = robustness.seconds
 
 
 def _mean(values: np.ndarray) -> float | None:
@@ -216,6 +238,14 @@ def draw(scores: Scores, context: FigureContext) -> dict[str, Figure]:
     figures.update(_prediction_grids(scores, context, rng))
     figures["gradcam.png"] = _gradcam_panel(scores, context, rng)
     figures["tsne.png"] = _tsne_panel(scores, context)
+    if "robustness" in scores.details:
+        robustness = scores.details["robustness"]
+        figures["robustness.png"] = plots.robustness_heatmap(
+            robustness["accuracy"],
+            robustness["clean_accuracy"],
+            f"{title}: accuracy under corruption ({robustness['images']} test images, "
+            f"mCA {robustness['mca']:.3f})",
+        )
     return figures
 
 

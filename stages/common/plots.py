@@ -229,3 +229,56 @@ def training_curves_figure(
     figure.suptitle("Training curves, all models")
     figure.tight_layout()
     return figure
+
+
+def robustness_heatmap(accuracy: dict[str, dict[str, float]], clean: float, title: str) -> Figure:
+    """Accuracy per corruption (rows) and severity (columns), with the clean accuracy of the
+    same images as the first column, annotated."""
+    corruptions = list(accuracy)
+    severities = list(next(iter(accuracy.values())))
+    table = np.array([[clean] + [accuracy[c][s] for s in severities] for c in corruptions])
+    figure, axis = plt.subplots(figsize=(1.0 * len(severities) + 4, 0.42 * len(corruptions) + 1.6))
+    image = axis.imshow(table, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
+    for (row, column), value in np.ndenumerate(table):
+        axis.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=8)
+    axis.set_xticks(range(len(severities) + 1), ["clean", *severities])
+    axis.set_yticks(range(len(corruptions)), [c.replace("_", " ") for c in corruptions])
+    axis.axvline(0.5, color="black", linewidth=1)
+    axis.set_xlabel("severity")
+    axis.set_title(title, fontsize=10)
+    figure.colorbar(image, ax=axis, fraction=0.046, label="accuracy")
+    figure.tight_layout()
+    return figure
+
+
+def robustness_comparison_figure(
+    robustness: dict[str, dict], colours: dict[str, str], title: str
+) -> Figure:
+    """Every model under corruption: accuracy against severity (0 = clean, the mean over the
+    corruptions), and the mean accuracy per corruption."""
+    figure, (by_severity, by_corruption) = plt.subplots(
+        1, 2, figsize=(13, 5.5), gridspec_kw={"width_ratios": [1, 1.6]}
+    )
+    corruptions = list(next(iter(robustness.values()))["by_corruption"])
+    width = 0.8 / len(robustness)
+    for k, (name, details) in enumerate(robustness.items()):
+        severities = [0, *(int(s) for s in details["by_severity"])]
+        means = [details["clean_accuracy"], *details["by_severity"].values()]
+        label = f"{name} (mCA {details['mca']:.3f})"
+        by_severity.plot(severities, means, "o-", color=colours[name], label=label)
+        positions = np.arange(len(corruptions)) + (k - (len(robustness) - 1) / 2) * width
+        values = [details["by_corruption"].get(c, np.nan) for c in corruptions]
+        by_corruption.barh(positions, values, height=width, color=colours[name], label=name)
+    by_severity.set_xlabel("severity (0 = clean)")
+    by_severity.set_ylabel("accuracy, mean over corruptions")
+    by_severity.set_ylim(0, 1)
+    by_severity.grid(alpha=0.3)
+    by_severity.legend()
+    by_corruption.set_yticks(range(len(corruptions)), [c.replace("_", " ") for c in corruptions])
+    by_corruption.invert_yaxis()
+    by_corruption.set_xlim(0, 1)
+    by_corruption.set_xlabel("accuracy, mean over severities")
+    by_corruption.grid(alpha=0.3, axis="x")
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
