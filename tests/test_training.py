@@ -407,6 +407,8 @@ def test_an_interrupted_run_says_so_in_one_line_and_resumes(ready_project, sent,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        # as from a terminal: a pytest-xdist worker ignores SIGINT, and its children inherit that
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     wait_for(ready_project / "checkpoints/resnet/resume.safetensors")
     process.send_signal(sent)
