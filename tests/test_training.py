@@ -13,14 +13,25 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import timm
 import torch
 
-from stages.common.checkpoint import ModelCheckpoint
+from stages.common.checkpoint import ModelCheckpoint, load_resume_state
+from stages.common.dataset import PreparedData, Split
+from stages.common.engine import Trainer, TrainingInterrupted, TrainRun
+from stages.common.freezing import Freezer
+from stages.common.models import create_architecture, input_size, resolve_preprocessing
 from stages.common.optim import build_scheduler
 from tests import synthetic
-from tests.conftest import run_module, shipped, stage_environment, update_params
+from tests.conftest import (
+    run_module,
+    shipped,
+    stage_environment,
+    tiny_training_params,
+    update_params,
+)
 
 TIMING = {"train/images_per_second", "train_minutes"}
 
@@ -431,6 +442,42 @@ def test_an_interrupted_run_says_so_in_one_line_and_resumes(ready_project, sent,
         timeout=900,
     )
     assert again.returncode == 0 and "resuming from checkpoints/resnet" in again.stderr
+
+
+def test_an_interrupt_between_epochs_names_the_next_epoch_and_keeps_the_finished_one(tmp_path):
+    """A signal lands wherever the process is: here after epoch 1's resume state is written,
+    before epoch 2 begins (CI's loaded runner hit this window with a plain 'interrupted')."""
+    params = shipped(**tiny_training_params(epochs=3, batch_size=8))
+    spec = params.model("resnet")
+    model = create_architecture(spec.arch, 10, input_size(spec), pretrained=False)
+    rng = np.random.default_rng(0)
+    split = Split(
+        rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8), np.arange(16, dtype=np.int64) % 10
+    )
+
+    def interrupt(epoch: int, metrics: dict[str, float]) -> bool:
+        raise KeyboardInterrupt
+
+    run = TrainRun(
+        name="resnet",
+        params=params.train,
+        lr=params.learning_rate("resnet"),
+        model=model,
+        preprocessing=resolve_preprocessing(model, False, input_size(spec)),
+        freezer=Freezer(model, spec.freezing, "models.resnet.freezing"),
+        data=PreparedData([str(k) for k in range(10)], split, split, split),
+        seed=params.seed,
+        state_path=tmp_path / "resume.safetensors",
+        fingerprint="between epochs",
+        should_stop=interrupt,
+    )
+    with pytest.raises(TrainingInterrupted) as interrupted:
+        Trainer(run).fit()
+    assert str(interrupted.value) == (
+        "resnet: interrupted in epoch 2 of 3; run the same command to resume from its last "
+        "finished epoch"
+    )
+    assert load_resume_state(run.state_path, "between epochs")["epoch"] == 1
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -342,48 +341,48 @@ class Trainer:
                 for metrics in history:
                     run.log_epoch(metrics)
         stopped_early, pruned = stopping.should_stop, False
-        for epoch in range(start_epoch, params.epochs):
-            if stopped_early or pruned:
-                break
-            with self._interruptible(epoch):
+        finished = start_epoch  # epochs the resume state holds
+        try:
+            for epoch in range(start_epoch, params.epochs):
+                if stopped_early or pruned:
+                    break
                 metrics, epoch_seconds = self._train_and_validate(epoch)
-            seconds += epoch_seconds
-            history.append(metrics)
-            improved = stopping.update(epoch, metrics["val/loss"], self.evaluation_model())
-            stopped_early = self.distributed.broadcast_flag(stopping.should_stop)
-            if self.distributed.is_main:
-                run.log_epoch(metrics)
-                self._log(epoch, metrics, improved)
-                with self._interruptible(epoch):
+                seconds += epoch_seconds
+                history.append(metrics)
+                improved = stopping.update(epoch, metrics["val/loss"], self.evaluation_model())
+                stopped_early = self.distributed.broadcast_flag(stopping.should_stop)
+                if self.distributed.is_main:
+                    run.log_epoch(metrics)
+                    self._log(epoch, metrics, improved)
                     state = self.state(epoch + 1, stopping, history, seconds)
                     save_resume_state(run.state_path, state)
-            pruned = self.distributed.broadcast_flag(
-                self.distributed.is_main and run.should_stop(epoch, metrics)
-            )
-            if stopped_early and self.distributed.is_main:
-                log.info(
-                    "%s: early stop, val loss has not improved for %d epochs",
-                    run.name,
-                    stopping.bad_epochs,
+                finished = epoch + 1
+                pruned = self.distributed.broadcast_flag(
+                    self.distributed.is_main and run.should_stop(epoch, metrics)
                 )
-            if pruned and self.distributed.is_main:
-                log.info("%s: pruned after epoch %d", run.name, epoch + 1)
+                if stopped_early and self.distributed.is_main:
+                    log.info(
+                        "%s: early stop, val loss has not improved for %d epochs",
+                        run.name,
+                        stopping.bad_epochs,
+                    )
+                if pruned and self.distributed.is_main:
+                    log.info("%s: pruned after epoch %d", run.name, epoch + 1)
+        except KeyboardInterrupt as interrupt:
+            # anywhere in the loop, between epochs too: a signal does not wait for a good moment
+            raise self._interrupted(finished) from interrupt
         return TrainResult(
             stopping.best_weights, stopping.best_epoch, history, stopped_early, pruned, seconds
         )
 
-    @contextmanager
-    def _interruptible(self, epoch: int) -> Iterator[None]:
-        """Ctrl-C or SIGTERM during ``epoch``: one line saying what a re-run does (the resume
-        state holds every epoch finished before it)."""
-        try:
-            yield
-        except KeyboardInterrupt as interrupt:
-            resume = "resume from its last finished epoch" if epoch else "start again"
-            raise TrainingInterrupted(
-                f"{self.run.name}: interrupted in epoch {epoch + 1} of {self.params.epochs}; "
-                f"run the same command to {resume}"
-            ) from interrupt
+    def _interrupted(self, finished: int) -> TrainingInterrupted:
+        """Ctrl-C or SIGTERM after ``finished`` epochs: one line saying what a re-run does (the
+        resume state holds every finished epoch)."""
+        resume = "resume from its last finished epoch" if finished else "start again"
+        return TrainingInterrupted(
+            f"{self.run.name}: interrupted in epoch {min(finished + 1, self.params.epochs)} of "
+            f"{self.params.epochs}; run the same command to {resume}"
+        )
 
     def _train_and_validate(self, epoch: int) -> tuple[dict[str, float], float]:
         """One epoch's training and validation metrics and its training seconds; a diverged
