@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,12 @@ class ModelResult:
     training: dict[str, Any]  # the headline numbers of train (empty for the ensemble)
     probabilities: np.ndarray
     labels: np.ndarray
-    robustness: dict[str, Any] | None = None  # evaluate's details, when it measured them
+    details: dict[str, Any] = field(default_factory=dict)  # evaluate's details.json
+
+    @property
+    def robustness(self) -> dict[str, Any] | None:
+        """Evaluate's robustness table, when it measured one."""
+        return self.details.get("robustness")
 
 
 @dataclass(frozen=True)
@@ -102,7 +107,7 @@ def read_model(name: str) -> ModelResult:
         read_json(where.train_metrics),
         predictions["probabilities"],
         predictions["labels"],
-        read_json(where.evaluation_details).get("robustness"),
+        read_json(where.evaluation_details),
     )
 
 
@@ -229,7 +234,7 @@ def main(params: Params) -> None:
         ROBUSTNESS_FIGURE.unlink(missing_ok=True)
     histories = {name: read_curves(paths(name).live_dir) for name in names}
     save_figure(plots.training_curves_figure(histories, colours), COMPARE_PLOTS / "training.png")
-    settings = release(best_single)
+    settings = release(next(result for result in results if result.name == best_single))
     if best["model"] == ENSEMBLE:
         single = next(entry for entry in rows if entry["model"] == best_single)
         notes.append(
@@ -267,12 +272,12 @@ def main(params: Params) -> None:
     )
 
 
-def release(name: str) -> InferenceSettings:
-    """Model ``name``'s checkpoint as release/model.safetensors, carrying the test-time
+def release(result: ModelResult) -> InferenceSettings:
+    """The model's checkpoint as release/model.safetensors, carrying the test-time
     augmentation and temperature its evaluation scored it with (so that the released file
     predicts as it was scored, wherever it goes)."""
-    where = paths(name)
-    settings = InferenceSettings.of_evaluation(where.evaluation_details)
+    where = paths(result.name)
+    settings = InferenceSettings.of_details(result.details, where.evaluation_details)
     checkpoint = ModelCheckpoint.load(where.checkpoint)
     info = checkpoint.info.model_copy(update={"inference": settings})
     ModelCheckpoint(info, checkpoint.weights).save(RELEASE_CHECKPOINT)

@@ -56,9 +56,14 @@ class InferenceSettings(BaseModel):
 
     @classmethod
     def of_evaluation(cls, details_path: Path) -> InferenceSettings:
-        """What evaluation/<model>/details.json says; one DataError line naming the file when
-        it says nothing usable (a temperature that is not a finite positive number, say)."""
-        details = read_json(details_path)
+        """What evaluation/<model>/details.json says."""
+        return cls.of_details(read_json(details_path), details_path)
+
+    @classmethod
+    def of_details(cls, details: dict[str, Any], details_path: Path) -> InferenceSettings:
+        """What ``details``, read from ``details_path``, says; one DataError line naming the
+        file when it says nothing usable (a temperature that is not a finite positive number,
+        say)."""
         try:
             return cls(
                 tta=details.get("tta", "none"), temperature=details["calibration"]["temperature"]

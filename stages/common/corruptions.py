@@ -55,6 +55,12 @@ def _per_image(rngs: Generators, draw: Callable[[np.random.Generator], np.ndarra
     return np.stack([draw(rng) for rng in rngs])
 
 
+def to_uint8(x: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] as 8 bits the way the paper's script stores them: clipped, then
+    truncated (not rounded)."""
+    return np.floor(np.clip(x, 0, 1) * 255).astype(np.uint8)
+
+
 # ---------------------------------------------------------------- noise
 def gaussian_noise(x: np.ndarray, std: float, rngs: Generators) -> np.ndarray:
     return x + _per_image(rngs, lambda rng: rng.normal(0.0, std, x.shape[1:]))
@@ -111,7 +117,7 @@ def glass_blur(x: np.ndarray, setting: tuple[float, int, int], rngs: Generators)
     copies the neighbour and leaves the neighbour as it was; CIFAR-10-C was made that way, so
     this copies too."""
     sigma, delta, iterations = setting
-    quantised = np.floor(_gaussian(x, sigma) * 255) / 255
+    quantised = to_uint8(_gaussian(x, sigma)) / 255
     positions = [(h, w) for h in range(32 - delta, delta, -1) for w in range(32 - delta, delta, -1)]
     offsets = _per_image(
         rngs, lambda rng: rng.integers(-delta, delta, (iterations, len(positions), 2))
@@ -230,7 +236,7 @@ def snow(x: np.ndarray, setting: tuple[float, ...], rngs: Generators) -> np.ndar
     flakes = _per_image(rngs, lambda rng: rng.normal(mean, std, (32, 32)))[..., None]
     flakes = clipped_zoom(flakes, zoom)
     flakes[flakes < threshold] = 0
-    flakes = np.floor(np.clip(flakes, 0, 1) * 255) / 255  # the paper blurs an 8-bit layer
+    flakes = to_uint8(flakes) / 255  # the paper blurs an 8-bit layer
     angles = np.array([rng.uniform(-135, -45) for rng in rngs])
     flakes = _motion(flakes, int(radius), sigma, angles)
     grey = x @ np.array([0.299, 0.587, 0.114])
@@ -284,8 +290,7 @@ def elastic_transform(
 
 
 def _pillow(x: np.ndarray, change: Callable[[Image.Image], Image.Image]) -> np.ndarray:
-    stored = np.floor(np.clip(x, 0, 1) * 255).astype(np.uint8)
-    return np.stack([np.asarray(change(Image.fromarray(image))) for image in stored]) / 255
+    return np.stack([np.asarray(change(Image.fromarray(image))) for image in to_uint8(x)]) / 255
 
 
 def pixelate(x: np.ndarray, scale: float, rngs: Generators) -> np.ndarray:
@@ -381,4 +386,4 @@ def corrupt(
     spec = CORRUPTIONS[corruption]
     rngs = image_generators(seed, corruption, severity, indices)
     result = spec.apply(images / 255.0, spec.parameters[severity - 1], rngs)
-    return np.floor(np.clip(result, 0, 1) * 255).astype(np.uint8)
+    return to_uint8(result)
