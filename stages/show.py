@@ -17,6 +17,7 @@ import argparse
 import csv
 import re
 import sys
+import textwrap
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -262,6 +263,13 @@ def table(rows: list[Row]) -> list[Column]:
     return [experiment, *param_columns(rows), *metric_columns(rows)]
 
 
+def dropped_note(columns: list[Column], dropped: list[Column], width: int) -> str:
+    """Which columns the width left out, in table order, wrapped to that width too."""
+    names = ", ".join(c.label for c in sorted(dropped, key=columns.index))
+    note = f"(not shown for the width of {width}: {names}; --width or --csv for all)"
+    return textwrap.fill(note, width, break_long_words=False, break_on_hyphens=False)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--all", action="store_true", help="every branch's experiments")
@@ -286,8 +294,7 @@ def main() -> None:
     lines = render_markdown(shown) if args.md else render_text(shown)
     print("\n".join(lines))
     if dropped:
-        names = ", ".join(c.label for c in sorted(dropped, key=lambda c: columns.index(c)))
-        print(f"\n(not shown for the width of {args.width}: {names}; --width or --csv for all)")
+        print(f"\n{dropped_note(columns, dropped, args.width)}")
     if len(columns) == 1:
         print("\n(no params differ and no metrics yet: run an experiment, e.g. bash run.sh 5)")
 

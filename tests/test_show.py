@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from stages.common.errors import ParamsError
-from stages.show import Row, fit, flatten, render_text, sort_rows, table
+from stages.show import Row, dropped_note, fit, flatten, render_text, sort_rows, table
 
 MODELS = {
     "resnet": {"arch": "resnet50", "pretrained": True, "lr_scale": 1.0},
@@ -83,6 +83,11 @@ def test_the_table_fits_its_width_dropping_the_least_important_first():
     assert "resnet acc" in [c.label for c in shown]  # a headline metric outranks late params
     assert dropped and all(c.priority >= 40 for c in dropped)
     assert not any("\N{HORIZONTAL ELLIPSIS}" in line for line in lines)  # no cut cells
+    # the note naming what was left out keeps to the width too (a smoke run's was 483 wide)
+    note = dropped_note(columns, dropped, 80).splitlines()
+    assert len(note) > 1 and max(len(line) for line in note) <= 80
+    assert " ".join(note).startswith("(not shown for the width of 80: ")
+    assert all(c.label in " ".join(note) for c in dropped)
 
 
 def test_long_values_are_cut_from_the_left_with_an_ascii_mark():
