@@ -11,18 +11,16 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 import timm
 import torch
 
 from stages.common.checkpoint import ModelCheckpoint, load_resume_state
-from stages.common.dataset import PreparedData, Split
-from stages.common.engine import Trainer, TrainingInterrupted, TrainRun
-from stages.common.freezing import Freezer
-from stages.common.models import create_architecture, input_size, resolve_preprocessing
+from stages.common.engine import Trainer, TrainingInterrupted
+from stages.common.estimate import generated_run
 from stages.common.optim import build_scheduler
 from tests import synthetic
 from tests.conftest import (
@@ -448,25 +446,12 @@ def test_an_interrupt_between_epochs_names_the_next_epoch_and_keeps_the_finished
     """A signal lands wherever the process is: here after epoch 1's resume state is written,
     before epoch 2 begins (CI's loaded runner hit this window with a plain 'interrupted')."""
     params = shipped(**tiny_training_params(epochs=3, batch_size=8))
-    spec = params.model("resnet")
-    model = create_architecture(spec.arch, 10, input_size(spec), pretrained=False)
-    rng = np.random.default_rng(0)
-    split = Split(
-        rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8), np.arange(16, dtype=np.int64) % 10
-    )
 
     def interrupt(epoch: int, metrics: dict[str, float]) -> bool:
         raise KeyboardInterrupt
 
-    run = TrainRun(
-        name="resnet",
-        params=params.train,
-        lr=params.learning_rate("resnet"),
-        model=model,
-        preprocessing=resolve_preprocessing(model, False, input_size(spec)),
-        freezer=Freezer(model, spec.freezing, "models.resnet.freezing"),
-        data=PreparedData([str(k) for k in range(10)], split, split, split),
-        seed=params.seed,
+    run = replace(
+        generated_run(params, "resnet", images=16),
         state_path=tmp_path / "resume.safetensors",
         fingerprint="between epochs",
         should_stop=interrupt,

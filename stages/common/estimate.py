@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -116,9 +116,15 @@ def _cpu_per_image(
 
 
 def _trainer(params: Params, name: str) -> Trainer:
-    """The engine's Trainer for ``models.<name>``, over generated data of one batch."""
+    """The engine's Trainer for ``models.<name>``, one epoch over generated data of one batch."""
+    run = generated_run(params, name, params.train.batch_size)
+    return Trainer(replace(run, params=params.train.model_copy(update={"epochs": 1})))
+
+
+def generated_run(params: Params, name: str, images: int) -> TrainRun:
+    """A TrainRun of ``models.<name>`` as params.yaml has it, over ``images`` generated images
+    (train, validation and test alike), its resume state nowhere in particular."""
     spec = params.model(name)
-    batch = params.train.batch_size
     torch.manual_seed(params.seed)
     model = create_architecture(spec.arch, 10, input_size(spec), pretrained=False)
     preprocessing = resolve_preprocessing(model, bool(spec.pretrained), input_size(spec))
@@ -126,12 +132,12 @@ def _trainer(params: Params, name: str) -> Trainer:
     freezer.apply(0)
     rng = np.random.default_rng(params.seed)
     split = Split(
-        rng.integers(0, 256, (batch, 32, 32, 3), dtype=np.uint8),
-        np.arange(batch, dtype=np.int64) % 10,
+        rng.integers(0, 256, (images, 32, 32, 3), dtype=np.uint8),
+        np.arange(images, dtype=np.int64) % 10,
     )
-    run = TrainRun(
+    return TrainRun(
         name=name,
-        params=params.train.model_copy(update={"epochs": 1}),
+        params=params.train,
         lr=params.learning_rate(name),
         model=model,
         preprocessing=preprocessing,
@@ -141,7 +147,6 @@ def _trainer(params: Params, name: str) -> Trainer:
         state_path=Path(tempfile.gettempdir()) / "unused",
         fingerprint="estimate",
     )
-    return Trainer(run)
 
 
 def _batch(trainer: Trainer) -> tuple[torch.Tensor, torch.Tensor]:
