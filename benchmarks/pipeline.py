@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from stages.common.overrides import with_overrides
-from stages.preset import load_preset, overrides, reading
+from stages.common.presets import load_preset, overrides, reading
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -38,7 +38,7 @@ def scratch_project(
     shutil.copytree(ROOT / "stages", folder / "stages", dirs_exist_ok=True)
     shutil.copy(ROOT / "params.yaml", folder / "params.yaml")
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    partial = reading(load_preset(preset) if preset else {}, data)
+    partial = reading(load_preset(preset).sections if preset else {}, data)
     if models is not None:
         partial["models"] = models
     applied = with_overrides(overrides(partial, raw) + changes, folder / "params.yaml")

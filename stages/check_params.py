@@ -24,6 +24,7 @@ from stages.common.params import Params
 from stages.common.splitting import expected_split_sizes, source_train_counts, split_problem
 
 log = logging.getLogger("check_params")
+SMALL_VALIDATION = 100  # fewer validation images than this: one is more than 1% of accuracy
 
 
 def symlink_loop(folder: Path) -> Path | None:
@@ -83,11 +84,29 @@ def check_split(params: Params) -> None:
         )
 
 
+def warn_small_validation(params: Params) -> None:
+    """A validation split this small moves its accuracy in big steps, and the best epoch,
+    early stopping and the pruner rest on it: said before the run, not found after it."""
+    sizes = expected_split_sizes(params.data)
+    if sizes is not None and sizes[1] < SMALL_VALIDATION:
+        data = params.data
+        log.warning(
+            "the validation split holds %d images (data.subset=%s, data.val_ratio=%g): one "
+            "image is %.1f%% of val accuracy, and the best epoch and early stopping rest on "
+            "them; raise data.val_ratio or data.subset for a steadier choice",
+            sizes[1],
+            data.subset,
+            data.val_ratio,
+            100 / sizes[1],
+        )
+
+
 def check(params: Params) -> None:
     check_source(params)
     check_split(params)
     for name in params.models:
         check_model(params, name)
+    warn_small_validation(params)
     count = f"{len(params.models)} model{'s' if len(params.models) != 1 else ''}"
     log.info("params.yaml is valid (%s: %s)", count, ", ".join(params.models))
 

@@ -23,13 +23,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from stages.common.cli import run_command
+from stages.common.cli import run_stage
 from stages.common.dataset import load_prepared
 from stages.common.errors import DataError
 from stages.common.io import write_atomic, write_json
 from stages.common.layout import EXPORT_LATENCY, EXPORT_METRICS, ONNX_MODEL, RELEASE_CHECKPOINT
 from stages.common.onnx_export import export_onnx
-from stages.common.params import load_params
+from stages.common.params import Params
 from stages.common.serving import load_released, onnx_session
 
 log = logging.getLogger("export")
@@ -59,8 +59,8 @@ def per_image_ms(run: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, run
     }
 
 
-def main() -> None:
-    params = load_params().export
+def main(all_params: Params) -> None:
+    params = all_params.export
     if not RELEASE_CHECKPOINT.is_file():
         raise DataError(f"{RELEASE_CHECKPOINT}: not found; `dvc repro compare` makes it")
     released = load_released(RELEASE_CHECKPOINT)
@@ -122,4 +122,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_command(main)
+    run_stage(main)

@@ -319,7 +319,7 @@ def test_full_pipeline_another_model_and_experiments(repo):
 # The README's `dvc exp show` recipes ("Experiments"): every column but the hashes, and only
 # the columns named.
 WITHOUT_HASHES = "Created|^[^:]*/[^:]*$|^(dvclive|evaluation|models|release)$"
-ONLY_THESE = "Experiment|^train\\.(lr|epochs)$|accuracy$|best_model"
+ONLY_THESE = "Experiment|train\\.(lr|epochs)$|.*:accuracy$|.*:best_model$"
 
 
 def stage_command(repo: Path, module: str, *args: str) -> subprocess.CompletedProcess:
@@ -371,8 +371,15 @@ def test_the_plan_before_a_run_and_the_table_after_it(repo):
     assert "train.lr" in columns and "metrics/evaluate/vit.json:accuracy" in columns
     assert not any(c.endswith(".py") or c.startswith(("data/", "models/")) for c in columns)
     assert "release" not in columns
-    wide = dvc(repo, "exp", "show", "--drop", ".*", "--keep", ONLY_THESE, "--md").stdout
-    assert max(len(line) for line in wide.splitlines()) <= 120 and "train.lr" in wide
+    kept = exp_show_columns(repo, "--drop", ".*", "--keep", ONLY_THESE)
+    assert set(kept) == {
+        "Experiment",
+        "train.lr",
+        "train.epochs",
+        "metrics/evaluate/resnet.json:accuracy",
+        "metrics/evaluate/vit.json:accuracy",
+        "best_model",
+    }, kept
     readme = (ROOT / "README.md").read_text()
     assert WITHOUT_HASHES in readme and ONLY_THESE in readme
 
@@ -441,3 +448,61 @@ def test_queued_experiments_run_in_parallel(repo):
     }
     assert set(results) >= {"0.5", "2"}, table
     assert all(float(value) > 0 for value in results.values())
+
+
+RUN_SH_FILES = (
+    "run.sh",
+    "scripts",
+    "presets",
+    "requirements.txt",
+    "requirements-remote.txt",
+    "requirements-dev.txt",
+)
+
+
+def run_sh(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**environment(repo), "CIFAR10_VENV": str(Path(sys.executable).parent.parent)}
+    result = subprocess.run(
+        ["bash", "run.sh", *args], cwd=repo, env=env, capture_output=True, text=True, timeout=1800
+    )
+    assert result.returncode == 0, f"run.sh {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def test_a_run_starts_from_the_committed_params_not_the_last_experiment(repo):
+    """After `dvc exp run` the workspace holds that experiment's params; the next run.sh run
+    starts from the committed file, says what differs and from where, and keeps a hand edit."""
+    for name in RUN_SH_FILES:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, repo / name)
+    commit_all(repo, "run.sh")
+    first = run_sh(repo, "1", "resnet")
+    assert "params: as committed" in first.stdout and "note:" not in first.stdout
+    # what another experiment (or a hand edit) left in the workspace since
+    update_params(repo, train={"amp": False, "label_smoothing": 0.05})
+    left = (repo / "params.yaml").read_text()
+
+    second = run_sh(repo, "1", "resnet", "-S", "train.lr=0.003")
+    assert re.search(
+        r"^params that differ from the committed params.yaml \(1 from -S\):\n"
+        r"  train.lr  0.001 -> 0.003  -S$",
+        second.stdout,
+        re.M,
+    ), second.stdout
+    assert re.search(
+        r"note: the workspace's params.yaml differs from the committed one in "
+        r"train.amp, train.label_smoothing; this run starts from the committed file",
+        second.stdout,
+    ), second.stdout
+    saved = re.search(r"note: the workspace's own params.yaml is saved as (\S+)", second.stdout)
+    assert saved and (repo / saved.group(1)).read_text() == left
+    names = [re.search(r"Ran experiment\(s\): (\S+)", run.stdout) for run in (first, second)]
+    assert all(names), (first.stdout, second.stdout)
+    diff = json.loads(
+        dvc(repo, "params", "diff", names[0].group(1), names[1].group(1), "--json").stdout
+    )
+    assert list(diff) == ["params.yaml"] and list(diff["params.yaml"]) == ["train.lr"], diff
+    assert diff["params.yaml"]["train.lr"]["new"] == 0.003

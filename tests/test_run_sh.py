@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks.estimate import busy
+from tests import synthetic
 from tests.conftest import ROOT, copy_project, offline_data, tiny_training_params, update_params
 
 STEPS = list(range(1, 17))  # more unfreezing steps than test_vit has layer groups
@@ -138,29 +140,58 @@ def test_a_dry_run_says_what_would_run_and_what_it_costs_and_changes_nothing(clo
     for model in ("resnet", "efficientnet", "vit"):
         assert f"train@{model}" in out
         assert re.search(rf"^  {model} +test_\w+ at 32 px, batch 32: .* for 2 epochs$", out, re.M)
-    assert re.search(r"estimated training time on this CPU \(a few steps timed, \d+ s\)", out)
+    assert re.search(r"estimated training time on this CPU \(steps timed for \d+ s\)", out)
+    assert re.search(
+        r"^params that differ from the committed params.yaml \(1 from -S\):\n"
+        r"  train.lr  0.001 -> 0.002  -S$",
+        out,
+        re.M,
+    )
     assert "total:" in out and out.strip().endswith("dry run: nothing was run or changed")
     assert snapshot(clone) == before
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the gate is for machines without a GPU")
-def test_a_run_of_hours_on_a_cpu_stops_before_dvc_with_the_ways_on(clone):
+def test_a_run_of_hours_on_a_cpu_stops_before_dvc_with_the_ways_on(clone, image_tar):
     before = snapshot(clone)
-    result = run_sh(clone, "50000")
+    result = run_sh(clone, "50000", "--data", str(image_tar), "-S", "train.lr=0.002")
     assert result.returncode == 2, result.stdout
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, result.stderr
     assert re.match(
-        r"error: about [\d.]+ (h|days) of training on this CPU \(no GPU found\)", errors[0]
+        r"error: about [\d.]+ (h|days)( \(.*\))? of training on this CPU \(no GPU found\)",
+        errors[0],
     )
     for way in ("--preset cpu", "--preset transfer", "--preset smoke", "a GPU", "--allow-slow"):
         assert way in errors[0]
+    # the ways on keep the user's own data and overrides
+    assert f"`bash run.sh --preset cpu --data {image_tar} -S train.lr=0.002`" in errors[0]
     assert "for 50000 epochs" in result.stdout  # the estimate itself was printed
     assert snapshot(clone) == before
 
     allowed = run_sh(clone, "50000", "--allow-slow", "--dry-run")
     assert allowed.returncode == 0, allowed.stderr
     assert "error:" not in allowed.stderr and "dry run: nothing was run" in allowed.stdout
+
+    dry = run_sh(clone, "50000", "--dry-run")  # a dry run that succeeds says what a run would do
+    assert dry.returncode == 0, dry.stderr
+    assert "error:" not in dry.stderr + dry.stdout
+    assert "note: a real run would stop here: about " in dry.stdout
+    assert snapshot(clone) == before
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the gate is for machines without a GPU")
+@pytest.mark.parametrize("preset", ["smoke", "cpu"])
+def test_the_presets_made_for_a_cpu_start_however_busy_the_machine(clone, tmp_path, preset):
+    """A busy process on every core made a 1.25 min smoke run look like 82 min and stopped it;
+    a preset made for a CPU (its runs_on) is never stopped there, however long it looks."""
+    data = synthetic.write_image_folder(tmp_path / "data", 110, 10)  # the cpu preset's batch
+    with busy(os.cpu_count() or 1):
+        result = run_sh(clone, "50000", "--preset", preset, "--data", str(data), "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "error:" not in result.stderr + result.stdout
+    assert f"note: the {preset} preset is made for a CPU: it runs however long" in result.stdout
+    assert "would stop here" not in result.stdout
 
 
 def test_a_second_run_in_the_same_clone_is_refused_up_front(clone):

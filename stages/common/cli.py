@@ -5,8 +5,11 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 
+from stages.common.durations import duration
 from stages.common.errors import StageError, Terminated
 from stages.common.params import Params, load_params
 from stages.common.runtime import keep_freed_memory
@@ -44,5 +47,16 @@ def run_command(main: Callable[[], None]) -> None:
 
 
 def run_stage(main: Callable[[Params], None], load: Callable[[], Params] = load_params) -> None:
-    """Load params.yaml, call ``main(params)``; a StageError exits with one clear line."""
-    run_command(lambda: main(load()))
+    """Load params.yaml, call ``main(params)`` and say how long it took (what a run costs,
+    stage by stage); a StageError exits with one clear line."""
+    started = time.perf_counter()
+
+    def timed() -> None:
+        main(load())
+        name = Path(sys.argv[0]).name.removesuffix(".py").removeprefix("stages.")
+        stage = " ".join([name, *sys.argv[1:]])
+        logging.getLogger("stage").info(
+            "%s took %s", stage, duration(time.perf_counter() - started)
+        )
+
+    run_command(timed)

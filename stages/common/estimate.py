@@ -1,20 +1,31 @@
-"""What training will cost on this machine, from a few real steps timed before DVC starts.
+"""What training will cost on this machine, from real steps timed before DVC starts.
 
 Each model is built (random weights: a step costs the same whatever the weights) and trained
-for a few steps by the engine's own Trainer, on a batch of generated images at the configured
-size, batch, augmentation, precision and memory layout. On a CPU a step's time grows with the
-batch, so slow models are timed on a small batch and scaled per image; on a GPU the full
-batch is timed (which also shows that it fits in memory). The estimate covers the training
-steps and the per-epoch validation pass of every epoch (early stopping can only shorten it);
-progressive unfreezing is timed with epoch 1's frozen layers, the cheapest.
+for a few steps by the engine's own Trainer, on generated images at the configured size,
+batch, augmentation, precision and memory layout. On a CPU a step's time grows with the
+batch, so a slow model is timed on small batches and its full batch's step read off the line
+through them; a model whose full batch is cheap is timed in whole epochs of the engine's own
+loop (the fetch, the step and the bookkeeping between steps, which a busy machine slows
+most). On a GPU the full batch is timed (which also shows that it fits in memory). The
+estimate covers the training steps and the per-epoch validation pass of every epoch (early
+stopping can only shorten it); progressive unfreezing is timed with epoch 1's frozen
+layers, the cheapest.
+
+A busy machine makes single timings lie (a step that lost its core to another process for a
+few milliseconds looks ten times slower), so every piece of work is timed several times, for
+at least MIN_TIMED_SECONDS: the mean is the estimate (a run's time is the sum of its steps,
+preemptions included), the fastest and slowest repeats give its range, and the batch grows by
+the fastest repeats, so that one preempted step cannot stop it.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import statistics
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,6 +34,7 @@ import numpy as np
 import torch
 
 from stages.common.dataset import PreparedData, Split
+from stages.common.durations import duration
 from stages.common.engine import Trainer, TrainRun
 from stages.common.freezing import Freezer
 from stages.common.inference import predict_logits
@@ -30,10 +42,53 @@ from stages.common.models import create_architecture, input_size, resolve_prepro
 from stages.common.params import Params
 
 log = logging.getLogger(__name__)
-FIRST_CPU_BATCH = 2  # a CPU step is timed on this many images first, then on 4x as many ...
+FIRST_CPU_BATCH = 2  # a CPU step is timed on this many images first, then 2x, then 4x ...
 CPU_STEP_BUDGET = 3.0  # ... while a step of the next size is expected to take at most this
-TIMED_STEPS = 2  # timed steps per size, after one untimed step at that size
+MIN_TIMED_SECONDS = 1.0  # each piece of work is timed for at least this long in all ...
+MIN_REPEATS = 3  # ... and at least this often (after one untimed run) or, twice at least, ...
+LONG_ENOUGH_SECONDS = 3.0  # ... this long (a step of seconds spans hundreds of time slices) ...
+MAX_REPEATS = 20  # ... and no more often than this
 CUDA_WARM_UP_STEPS = 3  # the allocator, cuDNN's algorithm search
+LOOP_STEPS = 2  # a CPU whose full batch is cheap is timed in whole epochs of this many steps
+
+
+@dataclass(frozen=True)
+class Spread:
+    """A duration timed several times: the mean (what many repeats add up to, preemptions
+    included), and the fastest and slowest repeats."""
+
+    low: float
+    typical: float
+    high: float
+
+    @classmethod
+    def of(cls, samples: list[float]) -> Spread:
+        return cls(min(samples), statistics.fmean(samples), max(samples))
+
+    def __add__(self, other: Spread | float) -> Spread:
+        if isinstance(other, Spread):
+            return Spread(
+                self.low + other.low, self.typical + other.typical, self.high + other.high
+            )
+        return Spread(self.low + other, self.typical + other, self.high + other)
+
+    def __mul__(self, factor: float) -> Spread:
+        return Spread(self.low * factor, self.typical * factor, self.high * factor)
+
+    __rmul__ = __mul__
+    __radd__ = __add__
+
+    def longer(self, other: Spread) -> Spread:
+        """Each of the two's longer: the time of two things done side by side."""
+        return Spread(
+            max(self.low, other.low), max(self.typical, other.typical), max(self.high, other.high)
+        )
+
+    @property
+    def disagrees(self) -> bool:
+        """The repeats disagreed enough (the slowest over 1.5x the fastest) that one number
+        would mislead."""
+        return self.high > 1.5 * self.low
 
 
 @dataclass(frozen=True)
@@ -43,21 +98,29 @@ class ModelEstimate:
     img_size: int
     device: str
     timed_batch: int  # images per timed step (a CPU's per-image time is scaled to the batch)
-    step_seconds: float  # one training step at the configured batch, fetching included
-    eval_seconds_per_image: float
+    step_seconds: Spread  # one training step at the configured batch, fetching included
+    eval_seconds_per_image: Spread
     steps_per_epoch: int
     val_images: int
     epochs: int
     measured_seconds: float  # what timing this model took
 
     @property
-    def epoch_seconds(self) -> float:
-        validation = self.val_images * self.eval_seconds_per_image
-        return self.steps_per_epoch * self.step_seconds + validation
+    def epoch_seconds(self) -> Spread:
+        """One epoch: its training steps and its validation pass."""
+        return (
+            self.steps_per_epoch * self.step_seconds + self.val_images * self.eval_seconds_per_image
+        )
 
     @property
-    def seconds(self) -> float:
+    def seconds(self) -> Spread:
         return self.epochs * self.epoch_seconds
+
+    @property
+    def step_total(self) -> Spread:
+        """The training steps of every epoch, without validation (a train stage's
+        train_minutes)."""
+        return self.epochs * self.steps_per_epoch * self.step_seconds
 
 
 def estimate_model(
@@ -69,19 +132,22 @@ def estimate_model(
     batch_size = params.train.batch_size
     with _quiet_engine():
         trainer = _trainer(params, name)
-        fetch_started = time.perf_counter()
+        fetch = repeated(lambda: _batch(trainer))
         images, targets = _batch(trainer)
-        fetch = time.perf_counter() - fetch_started
         if trainer.device.type == "cuda":
             timed_batch = batch_size
-            _step_seconds(trainer, images, targets, CUDA_WARM_UP_STEPS)
-            train = _step_seconds(trainer, images, targets, TIMED_STEPS)
-            step = max(train, fetch)  # the loader's workers fetch while the GPU trains
+            _train_steps(trainer, images, targets, CUDA_WARM_UP_STEPS)
+            train = repeated(lambda: _train_steps(trainer, images, targets), warm_up=False)
+            # the loader's workers fetch while the GPU trains
+            step = train.longer(fetch)
         else:
-            timed_batch, per_image = _cpu_per_image(trainer, images, targets)
-            step = per_image * batch_size + fetch
+            timed_batch, full_step = _cpu_step(trainer, images, targets)
+            if timed_batch == batch_size:  # the engine's own loop: fetch, step, bookkeeping
+                step = repeated(lambda: trainer.train_epoch(0)) * (1 / trainer.steps_per_epoch)
+            else:
+                step = full_step + fetch
         val = trainer.run.data.val.images[:timed_batch]
-        eval_per_image = _eval_seconds(trainer, val) / len(val)
+        eval_per_image = repeated(lambda: _validate(trainer, val)) * (1 / len(val))
     spec = params.model(name)
     return ModelEstimate(
         name=name,
@@ -98,26 +164,64 @@ def estimate_model(
     )
 
 
-def _cpu_per_image(
-    trainer: Trainer, images: torch.Tensor, targets: torch.Tensor
-) -> tuple[int, float]:
-    """(images per step timed last, seconds per image): a CPU's step time grows with the
-    batch, and per image it falls as the batch grows, so the batch grows 4x at a time as long
-    as a step stays within CPU_STEP_BUDGET (the full batch of a small net; a few images of a
-    224 px ResNet-50, which takes seconds per image here)."""
-    batch = min(len(targets), FIRST_CPU_BATCH)
-    _step_seconds(trainer, images[:batch], targets[:batch], 1)
-    per_image = _step_seconds(trainer, images[:batch], targets[:batch], TIMED_STEPS) / batch
-    while batch < len(targets) and per_image * min(len(targets), 4 * batch) <= CPU_STEP_BUDGET:
-        batch = min(len(targets), 4 * batch)
-        _step_seconds(trainer, images[:batch], targets[:batch], 1)
-        per_image = _step_seconds(trainer, images[:batch], targets[:batch], TIMED_STEPS) / batch
-    return batch, per_image
+def repeated(work: Callable[[], object], warm_up: bool = True) -> Spread:
+    """``work`` timed until MIN_TIMED_SECONDS have passed in it and it ran MIN_REPEATS times,
+    or twice for LONG_ENOUGH_SECONDS (MAX_REPEATS at most), after one untimed run when
+    ``warm_up``. Never once: one preempted run would be the fastest too."""
+    if warm_up:
+        work()
+    samples: list[float] = []
+    while len(samples) < MAX_REPEATS and (
+        len(samples) < 2
+        or sum(samples) < MIN_TIMED_SECONDS
+        or (len(samples) < MIN_REPEATS and sum(samples) < LONG_ENOUGH_SECONDS)
+    ):
+        started = time.perf_counter()
+        work()
+        samples.append(time.perf_counter() - started)
+    return Spread.of(samples)
+
+
+def _cpu_step(trainer: Trainer, images: torch.Tensor, targets: torch.Tensor) -> tuple[int, Spread]:
+    """(the largest batch timed, seconds of a step at the full batch). A CPU step costs a
+    fixed part (thread wake-ups, Python, the optimizer: most of a tiny step, and many times
+    more on a busy machine) plus a part per image; timing two batch sizes separates them.
+    The batch doubles once while a step is within CPU_STEP_BUDGET, then grows 4x at a time
+    while a step of the next size, by the line through the fastest repeats, stays within it
+    (the full batch of a small net; a few images of a 224 px ResNet-50, which takes seconds
+    per image here). The full batch's step is read off the line through the last two sizes."""
+    full = len(targets)
+    timed: list[tuple[int, Spread]] = []
+    batch = min(full, FIRST_CPU_BATCH)
+    while True:
+        step = repeated(functools.partial(_train_steps, trainer, images[:batch], targets[:batch]))
+        timed.append((batch, step))
+        grown = min(full, 2 * batch if len(timed) == 1 else 4 * batch)
+        next_step = step.low if len(timed) == 1 else _line(timed, grown).low  # 2 sizes for a line
+        if grown == batch or next_step > CPU_STEP_BUDGET:
+            return batch, _line(timed, full)
+        batch = grown
+
+
+def _line(timed: list[tuple[int, Spread]], batch: int) -> Spread:
+    """A step of ``batch`` images, on the line through the fastest repeats of the last two
+    sizes timed (its slope at least 0; through 0 when one size was timed). A busy machine
+    slows a step in proportion to its length, so the mean and the slowest repeat keep their
+    ratio to the fastest at the largest size timed: noise is not extrapolated along the line."""
+    size, step = timed[-1]
+    if len(timed) == 1:
+        fastest = step.low * batch / size
+    else:
+        small, at_small = timed[-2]
+        slope = max(0.0, (step.low - at_small.low) / (size - small))
+        fastest = step.low + slope * (batch - size)
+    return step * (fastest / step.low)
 
 
 def _trainer(params: Params, name: str) -> Trainer:
-    """The engine's Trainer for ``models.<name>``, one epoch over generated data of one batch."""
-    run = generated_run(params, name, params.train.batch_size)
+    """The engine's Trainer for ``models.<name>``, one epoch over generated data of
+    LOOP_STEPS batches."""
+    run = generated_run(params, name, LOOP_STEPS * params.train.batch_size)
     return Trainer(replace(run, params=params.train.model_copy(update={"epochs": 1})))
 
 
@@ -151,32 +255,28 @@ def generated_run(params: Params, name: str, images: int) -> TrainRun:
 
 def _batch(trainer: Trainer) -> tuple[torch.Tensor, torch.Tensor]:
     """One augmented training batch, fetched as the DataLoader fetches it."""
-    dataset = trainer.loader.dataset
-    return dataset.__getitems__([(0, i) for i in range(len(dataset))])  # type: ignore[attr-defined]
+    indices = [(0, i) for i in range(trainer.local_batch)]
+    return trainer.loader.dataset.__getitems__(indices)  # type: ignore[attr-defined]
 
 
-def _step_seconds(
-    trainer: Trainer, images: torch.Tensor, targets: torch.Tensor, steps: int
-) -> float:
-    """The mean seconds of ``steps`` training steps on this batch."""
+def _train_steps(
+    trainer: Trainer, images: torch.Tensor, targets: torch.Tensor, steps: int = 1
+) -> None:
+    """``steps`` training steps on this batch, finished on the device."""
     trainer.model.train()
-    started = time.perf_counter()
     for step in range(steps):
         trainer.train_step(images, targets, step)
     if trainer.device.type == "cuda":
         torch.cuda.synchronize()
-    return (time.perf_counter() - started) / steps
 
 
-def _eval_seconds(trainer: Trainer, images: np.ndarray) -> float:
-    """Seconds of one validation pass over ``images``."""
-    started = time.perf_counter()
+def _validate(trainer: Trainer, images: np.ndarray) -> None:
+    """One validation pass over ``images``, finished on the device."""
     predict_logits(
         trainer.evaluation_model(), images, trainer.device_input, len(images), trainer.amp
     )
     if trainer.device.type == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - started
 
 
 @contextmanager
@@ -191,14 +291,9 @@ def _quiet_engine() -> Iterator[None]:
         engine_log.setLevel(level)
 
 
-def duration(seconds: float) -> str:
-    """``seconds`` as people say it: 0.4 s, 45 s, 12 min, 3.4 h, 5.1 days."""
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 48 * 3600:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} days"
+def spread_duration(spread: Spread) -> str:
+    """The typical duration, and its range when the timed repeats disagreed:
+    '12 min (9 min to 20 min)'."""
+    if not spread.disagrees:
+        return duration(spread.typical)
+    return f"{duration(spread.typical)} ({duration(spread.low)} to {duration(spread.high)})"

@@ -3,13 +3,19 @@ params.yaml: so that run.sh, the sweep and check_params check exactly what DVC w
 
 from __future__ import annotations
 
-import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from stages.common.errors import ParamsError, first_line
 from stages.common.params import PARAMS_FILE, Params, parse_params, read_params_file
+
+QUOTING_HINT = (
+    " (a value with spaces or characters beyond letters, digits and "
+    """/._- needs quotes: -S 'data.source="/data/ü x.tar"')"""
+)
 
 
 class Overridden(NamedTuple):
@@ -21,28 +27,48 @@ class Overridden(NamedTuple):
     params: Params
 
 
-def with_overrides(overrides: list[str], path: Path = PARAMS_FILE) -> Overridden:
-    """``path`` with ``overrides`` applied by DVC's own Hydra-based code, in a temporary copy."""
-    raw = read_params_file(path)
-    text = path.read_text()
-    if overrides:
+class ScratchParams:
+    """A scratch copy of params.yaml that overrides are applied to one at a time, by DVC's own
+    Hydra-based code, so that a bad one is named alone."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def apply(self, override: str) -> None:
         from dvc.exceptions import InvalidArgumentError
         from dvc.utils.hydra import apply_overrides
 
-        with tempfile.TemporaryDirectory() as folder:
-            copy = Path(folder) / path.name
-            shutil.copyfile(path, copy)
-            try:
-                apply_overrides(copy, overrides)
-            except InvalidArgumentError as error:
-                cause = error.__cause__ or error
-                hint = ""
-                if "LexerNoViableAlt" in type(cause).__name__ + str(cause):
-                    hint = (
-                        " (a value with spaces or characters beyond letters, digits and "
-                        """/._- needs quotes: -S 'data.source="/data/ü x.tar"')"""
-                    )
-                raise ParamsError(f"-S {' '.join(overrides)}: {first_line(cause)}{hint}") from None
-            raw = read_params_file(copy)
-            text = copy.read_text()
+        try:
+            apply_overrides(self.path, [override])
+        except InvalidArgumentError as error:
+            cause = error.__cause__ or error
+            hint = QUOTING_HINT if "LexerNoViableAlt" in type(cause).__name__ + str(cause) else ""
+            raise ParamsError(f"-S {override}: {first_line(cause)}{hint}") from None
+
+    @property
+    def raw(self) -> Any:
+        return read_params_file(self.path)
+
+    @property
+    def text(self) -> str:
+        return self.path.read_text()
+
+
+@contextmanager
+def scratch_params(text: str) -> Iterator[ScratchParams]:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / PARAMS_FILE.name
+        path.write_text(text)
+        yield ScratchParams(path)
+
+
+def with_overrides(overrides: list[str], path: Path = PARAMS_FILE) -> Overridden:
+    """``path`` with ``overrides`` applied, in a temporary copy."""
+    raw = read_params_file(path)
+    text = path.read_text()
+    if overrides:
+        with scratch_params(text) as scratch:
+            for override in overrides:
+                scratch.apply(override)
+            raw, text = scratch.raw, scratch.text
     return Overridden(text, raw, parse_params(raw, str(path)))
