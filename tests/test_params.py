@@ -9,11 +9,18 @@ import pytest
 import yaml
 
 from stages.common.errors import ParamsError
-from stages.common.params import load_params, parse_params
+from stages.common.params import parse_params
 from tests import synthetic
-from tests.conftest import ROOT, copy_project, run_module, run_process, update_params
+from tests.conftest import (
+    ROOT,
+    copy_project,
+    run_module,
+    run_process,
+    shipped_raw,
+    update_params,
+)
 
-SHIPPED = yaml.safe_load((ROOT / "params.yaml").read_text())
+SHIPPED = shipped_raw()
 
 
 def merged(**sections) -> dict:
@@ -34,7 +41,7 @@ def merged(**sections) -> dict:
 
 
 def test_shipped_params_are_valid():
-    params = load_params(ROOT / "params.yaml")
+    params = parse_params(SHIPPED)
     assert set(params.models) == {"resnet", "efficientnet", "vit"}
     assert params.learning_rate("vit") == pytest.approx(1e-4)
     assert params.learning_rate("resnet") == params.train.lr
