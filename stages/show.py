@@ -14,6 +14,7 @@ under the table, least important first to go). ``--csv`` prints every column.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import re
 import sys
@@ -22,9 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stages.common.cli import run_command
+from stages.common.errors import ParamsError, StageError, first_line
+from stages.common.param_changes import flatten, short
 
 MISSING = "-"
-LONGEST_VALUE = 24  # characters of a param value shown (paths are cut from the left)
+NARROWEST = 40  # --width below this leaves no room for a table
 
 
 @dataclass
@@ -32,6 +35,7 @@ class Row:
     label: str  # the Experiment column: workspace, a branch, or an indented experiment name
     params: dict[str, Any] = field(default_factory=dict)  # flattened params.yaml
     metrics: dict[str, Any] = field(default_factory=dict)  # "<file>:<key>" -> value
+    problems: list[str] = field(default_factory=list)  # files DVC could not read for the row
 
 
 @dataclass
@@ -45,83 +49,80 @@ class Column:
         return max(len(self.label), *(len(cell) for cell in self.cells))
 
 
+# Which columns stay when the width is short: lower priorities show first and go last. A
+# sweep's searched params, then the verdict (best model, ensemble, each model's test
+# accuracy), then the first few other changed params, then the other metrics, the
+# architectures and the rest of the params.
+SWEPT = 1
 # headline metrics: (file pattern, key, column label, priority); {m} is the model's name
 HEADLINES = [
-    (r"metrics/evaluate/(?P<m>[^/]+)\.json", "accuracy", "{m} acc", 10),
-    (r"metrics/evaluate/(?P<m>[^/]+)\.json", "mca", "{m} mCA", 11),
-    (r"metrics/compare\.json", "best_model", "best", 20),
-    (r"metrics/compare\.json", "ensemble_accuracy", "ensemble", 21),
-    (r"metrics/train/(?P<m>[^/]+)\.json", "best_val_loss", "{m} val_loss", 30),
-    (r"metrics/train/(?P<m>[^/]+)\.json", "best_val_accuracy", "{m} val_acc", 31),
+    (r"metrics/compare\.json", "best_model", "best", 2),
+    (r"metrics/compare\.json", "ensemble_accuracy", "ensemble", 3),
+    (r"metrics/evaluate/(?P<m>[^/]+)\.json", "accuracy", "{m} acc", 4),
+    (r"metrics/train/(?P<m>[^/]+)\.json", "best_val_loss", "{m} val_loss", 20),
+    (r"metrics/evaluate/(?P<m>[^/]+)\.json", "mca", "{m} mCA", 21),
+    (r"metrics/train/(?P<m>[^/]+)\.json", "best_val_accuracy", "{m} val_acc", 22),
     (r"metrics/train/(?P<m>[^/]+)\.json", "train_minutes", "{m} min", 40),
 ]
-FIRST_PARAMS = 4  # this many changed params rank before the metrics; the rest after them
+FIRST_PARAMS = 4  # this many changed params rank 10+, between the verdict and other metrics
+ARCHITECTURE = 45  # models.<m>.arch: the `models` column and the accuracies say most of it
+LATER_PARAMS = 50
 # which changed params matter most to a reader, by section: what people tune comes first, the
 # data's location and the download switch (a preset with --data changes both) last
 SECTION_RANK = ["train", "models", "data", "evaluate", "tune", "seed", "eda", "validate"]
 LAST_PARAMS = ("compare", "data.source", "downloads")
 
 
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """{'train': {'lr': 0.1}} -> {'train.lr': 0.1}; lists stay values."""
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        path = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, path))
-        else:
-            flat[path] = value
-    return flat
-
-
-def _row(label: str, data: dict[str, Any] | None) -> Row:
-    data = data or {}
-    params = (data.get("params") or {}).get("params.yaml", {}).get("data") or {}
+def _row(label: str, entry: dict[str, Any]) -> Row:
+    """A row from one revision of `dvc exp show`'s data, with what DVC could not read."""
+    data = entry.get("data") or {}
+    problems = [entry["error"].get("msg", "")] if isinstance(entry.get("error"), dict) else []
+    files = data.get("params") or {}
+    for file, content in files.items():
+        if isinstance((content or {}).get("error"), dict):
+            problems.append(f"{file}: {content['error'].get('msg', '')}")
+    params = (files.get("params.yaml") or {}).get("data") or {}
     metrics: dict[str, Any] = {}
     for file, content in (data.get("metrics") or {}).items():
         for key, value in flatten((content or {}).get("data") or {}).items():
             metrics[f"{file}:{key}"] = value
-    return Row(label, flatten(params), metrics)
+    return Row(label, flatten(params), metrics, problems)
 
 
 def collect_rows(all_branches: bool = False, num: int = 1) -> list[Row]:
     """The rows `dvc exp show` would list, in its order."""
+    from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
     rows = []
-    with Repo() as repo:
-        baselines = [e.dumpd() for e in repo.experiments.show(all_branches=all_branches, num=num)]
+    try:
+        with Repo() as repo:
+            shown = repo.experiments.show(all_branches=all_branches, num=num)
+            baselines = [entry.dumpd() for entry in shown]
+    except DvcException as error:  # a damaged experiment ref, a repository DVC cannot open
+        raise StageError(f"dvc could not list the experiments: {first_line(error)}") from None
     for baseline in baselines:
         label = baseline.get("name") or _short_rev(baseline["rev"])
-        rows.append(_row(label, baseline.get("data")))
+        rows.append(_row(label, baseline))
         for experiment in baseline.get("experiments") or []:
             state = (experiment.get("executor") or {}).get("state")
             for revision in experiment.get("revs") or []:
                 name = revision.get("name") or experiment.get("name") or _short_rev(revision["rev"])
                 failed = revision.get("error") and state in (None, "success")
                 marker = f" [{state}]" if state not in (None, "success") else ""
-                row = _row(f"  {name}{marker}{' [failed]' if failed else ''}", revision.get("data"))
-                rows.append(row)
+                label = f"  {name}{marker}{' [failed]' if failed else ''}"
+                rows.append(
+                    _row(label, {**revision, "error": None if failed else revision.get("error")})
+                )
     return rows
+
+
+def cell(value: Any) -> str:
+    return MISSING if value is None else short(value)
 
 
 def _short_rev(rev: str) -> str:
     return rev if rev == "workspace" else rev[:7]
-
-
-def _format(value: Any) -> str:
-    if value is None:
-        return MISSING
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, list):
-        return "[" + ",".join(_format(v) for v in value) + "]"
-    text = str(value)
-    return text if len(text) <= LONGEST_VALUE else "..." + text[-(LONGEST_VALUE - 3) :]
 
 
 def _names_under(params: dict[str, Any], section: str) -> str:
@@ -129,10 +130,21 @@ def _names_under(params: dict[str, Any], section: str) -> str:
     return ",".join(names) or MISSING
 
 
+def swept_keys(rows: list[Row]) -> set[str]:
+    """The params a sweep searches (``tune.space.<key>``), in any row."""
+    return {
+        key.removeprefix("tune.space.").removesuffix(".type")
+        for row in rows
+        for key in row.params
+        if key.startswith("tune.space.") and key.endswith(".type")
+    }
+
+
 def param_columns(rows: list[Row]) -> list[Column]:
-    """The params whose values differ between rows, the most telling first. A section whose
-    entries differ (models added or dropped, downloads on or off) is one column of entry
-    names; keys of the entries every row has are columns of their own."""
+    """The params whose values differ between rows, the most telling first: a sweep's
+    searched params, then by section. A section whose entries differ (models added or
+    dropped, downloads on or off) is one column of entry names; keys of the entries every row
+    has are columns of their own."""
     changed: dict[str, list[str]] = {}
     for section in ("models", "downloads"):
         cells = [_names_under(row.params, section) for row in rows]
@@ -144,26 +156,35 @@ def param_columns(rows: list[Row]) -> list[Column]:
             continue
         if section == "models" and not all(key in row.params for row in rows):
             continue  # a model some rows lack: the `models` column says so
-        cells = [_format(row.params.get(key)) for row in rows]
+        cells = [cell(row.params.get(key)) for row in rows]
         if len(set(cells)) > 1:
             changed[key] = cells
-    ranked = sorted(changed, key=_interest)
-    return [
-        Column(_short_param(key), 1 + rank if rank < FIRST_PARAMS else 50 + rank, changed[key])
-        for rank, key in enumerate(ranked)
-    ]
+    swept = swept_keys(rows)
+    ranked = sorted(changed, key=lambda key: (key not in swept, _interest(key)))
+    columns = []
+    others = 0
+    for rank, key in enumerate(ranked):
+        if key in swept:
+            priority = SWEPT
+        elif key.startswith("models.") and key.endswith(".arch"):
+            priority = ARCHITECTURE
+        else:
+            priority = 10 + others if others < FIRST_PARAMS else LATER_PARAMS + rank
+            others += 1
+        columns.append(Column(_short_param(key), priority, changed[key]))
+    return columns
 
 
-def _interest(key: str) -> tuple[int, int]:
+def _interest(key: str) -> int:
     """Sort key of a changed param: which models run and their architectures first, then
     the sections by rank."""
     if key == "models" or (key.startswith("models.") and key.endswith(".arch")):
-        return -1, 0
+        return -1
     last = next((i for i, prefix in enumerate(LAST_PARAMS) if key.startswith(prefix)), None)
     if last is not None:
-        return len(SECTION_RANK) + last, 0
+        return len(SECTION_RANK) + last
     section = key.split(".")[0]
-    return SECTION_RANK.index(section) if section in SECTION_RANK else len(SECTION_RANK), 0
+    return SECTION_RANK.index(section) if section in SECTION_RANK else len(SECTION_RANK)
 
 
 def _short_param(key: str) -> str:
@@ -188,19 +209,22 @@ def metric_columns(rows: list[Row]) -> list[Column]:
     ordered = sorted(found.items(), key=lambda item: item[1][0])
     columns = []
     for title, (priority, name) in ordered:
-        cells = [_format(row.metrics.get(name)) for row in rows]
+        cells = [cell(row.metrics.get(name)) for row in rows]
         if any(cell != MISSING for cell in cells):
             columns.append(Column(title, priority, cells))
     return columns
 
 
-def fit(columns: list[Column], width: int) -> tuple[list[Column], list[Column]]:
-    """The columns that fit in ``width`` (the first, Experiment, always), in their order, and
-    those left out, dropping the least important first."""
+def fit(
+    columns: list[Column], width: int, keep: str | None = None
+) -> tuple[list[Column], list[Column]]:
+    """The columns that fit in ``width`` (the first, Experiment, and the one labelled
+    ``keep`` always), in their order, and those left out, dropping the least important
+    first."""
     shown = list(columns)
     dropped: list[Column] = []
-    while len(shown) > 1 and _table_width(shown) > width:
-        victim = max(shown[1:], key=lambda c: (c.priority, shown.index(c)))
+    while _table_width(shown) > width and (candidates := [c for c in shown[1:] if c.label != keep]):
+        victim = max(candidates, key=lambda c: (c.priority, shown.index(c)))
         shown.remove(victim)
         dropped.append(victim)
     return shown, dropped
@@ -230,11 +254,10 @@ def render_markdown(columns: list[Column]) -> list[str]:
 
 
 def sort_rows(rows: list[Row], columns: list[Column], label: str, descending: bool) -> None:
-    """Sort each baseline's experiments by the column ``label`` (the rows stay grouped)."""
+    """Sort each baseline's experiments by the column ``label`` (the rows stay grouped):
+    numbers by value, then words (``auto``, a model's name) alphabetically, empty cells last."""
     column = next((c for c in columns if c.label == label), None)
     if column is None:
-        from stages.common.errors import ParamsError
-
         known = ", ".join(c.label for c in columns[1:])
         raise ParamsError(f"--sort: no column '{label}' (columns: {known})")
     order = list(range(len(rows)))
@@ -245,15 +268,23 @@ def sort_rows(rows: list[Row], columns: list[Column], label: str, descending: bo
         else:
             groups.append([index])
 
-    def key(index: int) -> tuple[bool, Any]:
-        cell = column.cells[index]
-        try:
-            value: Any = float(cell)
-        except ValueError:
-            value = cell
-        return (cell == MISSING, -value if descending and isinstance(value, float) else value)
+    numbers: dict[int, float] = {}
+    for index, text in enumerate(column.cells):
+        with contextlib.suppress(ValueError):
+            numbers[index] = float(text)
 
-    ranked = [i for group in groups for i in [group[0], *sorted(group[1:], key=key)]]
+    def ordered(members: list[int]) -> list[int]:
+        by_value = sorted(
+            (i for i in members if i in numbers), key=numbers.__getitem__, reverse=descending
+        )
+        words = sorted(
+            (i for i in members if i not in numbers and column.cells[i] != MISSING),
+            key=lambda i: column.cells[i],
+            reverse=descending,
+        )
+        return by_value + words + [i for i in members if column.cells[i] == MISSING]
+
+    ranked = [i for group in groups for i in [group[0], *ordered(group[1:])]]
     for c in columns:
         c.cells = [c.cells[i] for i in ranked]
 
@@ -281,7 +312,17 @@ def main() -> None:
     output.add_argument("--md", action="store_true", help="a markdown table")
     output.add_argument("--csv", action="store_true", help="CSV, every column")
     args = parser.parse_args()
+    if args.width < NARROWEST:
+        raise ParamsError(f"--width: at least {NARROWEST} characters, got {args.width}")
+    if args.num < 1:
+        raise ParamsError(f"-n/--num: at least 1 commit, got {args.num}")
     rows = collect_rows(args.all, args.num)
+    for row in rows:
+        for problem in row.problems:
+            print(
+                f"warning: {row.label.strip()}: {problem} (its cells show {MISSING})",
+                file=sys.stderr,
+            )
     columns = table(rows)
     if args.sort:
         sort_rows(rows, columns, args.sort, args.desc)
@@ -290,9 +331,11 @@ def main() -> None:
         writer.writerow([c.label for c in columns])
         writer.writerows(zip(*(c.cells for c in columns)))
         return
-    shown, dropped = fit(columns, args.width)
-    lines = render_markdown(shown) if args.md else render_text(shown)
-    print("\n".join(lines))
+    if args.md:  # for a report, which wraps or scrolls: every column, nothing cut
+        print("\n".join(render_markdown(columns)))
+        return
+    shown, dropped = fit(columns, args.width, keep=args.sort)
+    print("\n".join(render_text(shown)))
     if dropped:
         print(f"\n{dropped_note(columns, dropped, args.width)}")
     if len(columns) == 1:

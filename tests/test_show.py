@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 
 from stages.common.errors import ParamsError
-from stages.show import Row, dropped_note, fit, flatten, render_text, sort_rows, table
+from stages.common.param_changes import flatten
+from stages.show import Row, dropped_note, fit, render_text, sort_rows, table
+from tests.conftest import run_module
 
 MODELS = {
     "resnet": {"arch": "resnet50", "pretrained": True, "lr_scale": 1.0},
@@ -109,3 +111,67 @@ def test_experiments_sort_within_their_baseline():
     assert columns[0].cells == ["main", "  b", "  c", "  a"]
     with pytest.raises(ParamsError, match="--sort: no column 'accuracy' \\(columns: lr, "):
         sort_rows(rows, columns, "accuracy", descending=False)
+
+
+def smoke_rows() -> list[Row]:
+    """A smoke run beside the baseline: three architectures changed, every headline metric."""
+    smoke_models = {
+        name: {"arch": f"test_{name}", "pretrained": False, "lr_scale": 1.0} for name in MODELS
+    }
+    rows = [
+        row("workspace", PARAMS),
+        row(
+            "  smoke-1",
+            changed(models=smoke_models, train={"epochs": 1, "lr": 0.003}),
+            {"resnet": 0.41, "vit": 0.38},
+        ),
+    ]
+    for model in MODELS:
+        rows[1].metrics[f"metrics/train/{model}.json:best_val_loss"] = 1.9
+    rows[1].metrics["metrics/compare.json:best_model"] = "ensemble"
+    rows[1].metrics["metrics/compare.json:ensemble_accuracy"] = 0.44
+    return rows
+
+
+def test_the_verdict_outranks_the_architectures():
+    """`run.sh show` after a smoke run hid best, ensemble, accuracies and val_loss and showed
+    three *.arch columns."""
+    columns = table(smoke_rows())
+    shown, dropped = fit(columns, 80)
+    labels = [c.label for c in shown]
+    for wanted in ("best", "ensemble", "resnet acc", "vit acc", "lr"):
+        assert wanted in labels, labels
+    assert {"resnet.arch", "vit.arch"} <= {c.label for c in dropped}
+
+
+def test_a_sweep_s_searched_params_show_first():
+    space = {"train.lr": {"type": "float", "low": 1e-4, "high": 1e-2}}
+    base = {**PARAMS, "tune": {"space": space}}
+    rows = [row("main", base)]
+    for index, lr in enumerate((0.001, 0.002)):
+        params = {**base, "train": {**PARAMS["train"], "lr": lr, "epochs": 3 + index}}
+        rows.append(row(f"  study-t00{index + 1}", params, {"resnet": 0.4 + index / 10}))
+    shown, _ = fit(table(rows), 30)
+    assert [c.label for c in shown] == ["Experiment", "lr"]
+
+
+def test_sorting_keeps_its_column_and_mixes_numbers_and_words():
+    rows = smoke_rows()
+    rows.append(row("  other", changed(train={"lr": "auto"}), {"resnet": 0.5}))
+    columns = table(rows)
+    sort_rows(rows, columns, "lr", descending=False)
+    lr = next(c for c in columns if c.label == "lr")
+    assert lr.cells == ["0.001", "0.003", "auto"]  # numbers by value, then words
+    shown, _ = fit(columns, 40, keep="resnet min")
+    assert "resnet min" in [c.label for c in shown]
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [(["--width", "0"], "--width: at least 40"), (["-n", "-1"], "-n/--num: at least 1")],
+)
+def test_options_out_of_range_are_one_line(tmp_path, args, said):
+    result = run_module(tmp_path, "stages.show", *args)
+    assert result.returncode == 2 and result.stderr.strip() == f"error: {said}" + (
+        " characters, got 0" if "width" in said else " commit, got -1"
+    )

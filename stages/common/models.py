@@ -135,8 +135,9 @@ def _from_weights_file(
 
 # timm's load_pretrained returns nothing: it reports what it loaded in its log, and a model
 # whose head it replaces is loaded non-strictly, so missing or unexpected keys are only said
-# there (timm 1.0's wording; tests/test_training.py fails if it changes)
-TIMM_BUILDER_LOG = "timm.models._builder"
+# there (timm 1.0's wording; tests/test_training.py fails if it changes). Its helpers log
+# "Loaded  from checkpoint" for a local file too: every line of timm.models is kept here.
+TIMM_MODELS_LOG = "timm.models"
 TIMM_LOADING = "Loading pretrained weights from"
 _KEYS_REPORT = re.compile(r"(Missing|Unexpected) keys \((.*)\) (discovered|found) while loading")
 
@@ -152,9 +153,9 @@ class _Collect(logging.Handler):
 
 @contextmanager
 def _timm_load_report() -> Iterator[list[logging.LogRecord]]:
-    """What timm's builder logs while it builds a model: kept here, not printed (the caller
-    names any problem in one line)."""
-    builder_log = logging.getLogger(TIMM_BUILDER_LOG)
+    """What timm logs while it builds a model: kept here, not printed (the caller names any
+    problem in one line)."""
+    builder_log = logging.getLogger(TIMM_MODELS_LOG)
     records: list[logging.LogRecord] = []
     handler = _Collect(records)
     level, propagate = builder_log.level, builder_log.propagate
