@@ -319,7 +319,7 @@ def test_full_pipeline_another_model_and_experiments(repo):
 # The README's `dvc exp show` recipes ("Experiments"): every column but the hashes, and only
 # the columns named.
 WITHOUT_HASHES = "Created|^[^:]*/[^:]*$|^(dvclive|evaluation|models|release)$"
-ONLY_THESE = "Experiment|train\\.(lr|epochs)$|.*:accuracy$|.*:best_model$"
+ONLY_THESE = "Experiment|train\\.(lr|epochs)$|(.*:)?accuracy$|(.*:)?best_model$"
 
 
 def stage_command(repo: Path, module: str, *args: str) -> subprocess.CompletedProcess:
