@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import tarfile
 
@@ -41,7 +42,14 @@ def test_prepare_validate_eda_outputs(project):
 
 
 def test_prepare_is_deterministic(project):
-    assert run_module(project, "stages.prepare").returncode == 0
+    prepared = run_module(project, "stages.prepare")
+    assert prepared.returncode == 0
+    # every stage ends saying what it cost, from its process's start
+    assert re.search(
+        r"^INFO stage: prepare took [\d.]+ (s|min) \([\d.]+ (s|min) of it starting Python",
+        prepared.stderr,
+        re.M,
+    )
     first = json.loads((project / "data/prepared/manifest.json").read_text())["content_sha256"]
     assert run_module(project, "stages.prepare").returncode == 0
     second = json.loads((project / "data/prepared/manifest.json").read_text())["content_sha256"]
