@@ -101,11 +101,24 @@ def warn_small_validation(params: Params) -> None:
         )
 
 
+def check_searched_architectures(params: Params) -> None:
+    """Every architecture a sweep may propose builds (the schema takes any name; a bad one
+    failed every trial that drew it, each with a traceback)."""
+    from stages.common.models import check_arch
+
+    for key, distribution in params.tune.space.items():
+        parts = key.split(".")
+        if distribution.type == "categorical" and parts[0] == "models" and parts[-1] == "arch":
+            for choice in distribution.choices or []:
+                check_arch(str(choice), f"tune.space.{key}")
+
+
 def check(params: Params) -> None:
     check_source(params)
     check_split(params)
     for name in params.models:
         check_model(params, name)
+    check_searched_architectures(params)
     warn_small_validation(params)
     count = f"{len(params.models)} model{'s' if len(params.models) != 1 else ''}"
     log.info("params.yaml is valid (%s: %s)", count, ", ".join(params.models))

@@ -32,7 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
+from matplotlib import colormaps
+from matplotlib.colors import ListedColormap
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
@@ -61,6 +64,9 @@ HEARTBEAT_SECONDS = 20
 TRIAL_RETRIES = 3
 FAILURES_IN_A_ROW = 3  # this many failed trials in a row stop the sweep: the cause is not chance
 SCHEMA_ATTEMPTS = 3  # opening a new database that another worker is setting up
+INTERRUPTED = "interrupted"  # a trial's user attribute: Ctrl-C or SIGTERM ended it
+RETRY_OF = "retry_of"  # a queued trial's: the interrupted trial whose params it runs again
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 TRUSTED_IMPORTANCE_TRIALS = 20  # fewer complete trials: the importances plot comes with a warning
 # tune.objective -> the key of the trial's metrics/train/<model>.json with the result
 RESULT_KEYS = {
@@ -115,7 +121,9 @@ def trial_overrides(sweep: Sweep, values: dict[str, Any]) -> list[str]:
     for key, value in settings.items():
         set_dotted(raw, key, value)
     parse_params(raw)
-    return [*sweep.overrides, *(f"{key}={json.dumps(value)}" for key, value in settings.items())]
+    # the trial's own value of a key wins; the command line's is dropped, not said twice
+    kept = [o for o in sweep.overrides if o.partition("=")[0].lstrip("+") not in settings]
+    return [*kept, *(f"{key}={json.dumps(value)}" for key, value in settings.items())]
 
 
 def run_trial(sweep: Sweep, trial: Any, overrides: list[str]) -> dict[str, Any]:
@@ -173,13 +181,19 @@ def objective_function(sweep: Sweep):
     def objective(trial: optuna.Trial) -> float:
         values = {key: suggest(trial, key, d) for key, d in tune.space.items()}
         shown = ", ".join(f"{key}={_short(value)}" for key, value in values.items())
-        log.info("trial %d of %d: %s", trial.number + 1, budget, shown)
+        done = len(trial.study.get_trials(deepcopy=False, states=FINISHED))
+        retry = trial.user_attrs.get(RETRY_OF)
+        again = f", again the interrupted trial {retry + 1}'s" if retry is not None else ""
+        log.info("trial %d (%d of %d done%s): %s", trial.number + 1, done, budget, again, shown)
         overrides = trial_overrides(sweep, values)
         trial.set_user_attr("experiment", sweep.experiment_name(trial.number))
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         trial.set_user_attr("overrides", overrides)
         try:
             metrics = run_trial(sweep, trial, overrides)
+        except KeyboardInterrupt:  # Optuna fails the trial; the next start runs its params again
+            trial.set_user_attr(INTERRUPTED, True)
+            raise
         except SweepError as error:
             sweep.failures_in_a_row += 1
             sweep.last_failure = str(error)
@@ -199,6 +213,18 @@ def objective_function(sweep: Sweep):
         return value
 
     return objective
+
+
+def retry_interrupted(study: Any) -> None:
+    """Queue the params of each trial Ctrl-C or SIGTERM ended, once (a killed process's trial
+    is failed and queued by Optuna's heartbeat instead)."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get(RETRY_OF) for t in trials}
+    for trial in trials:
+        interrupted = trial.state == TrialState.FAIL and trial.user_attrs.get(INTERRUPTED)
+        if interrupted and trial.number not in retried:
+            study.enqueue_trial(trial.params, user_attrs={RETRY_OF: trial.number})
+            log.info("trial %d was interrupted: its params run again", trial.number + 1)
 
 
 def _short(value: Any) -> str:
@@ -260,8 +286,11 @@ def trial_table(sweep: Sweep, study: Any) -> list[str]:
 def write_best(sweep: Sweep, best: Any) -> list[str]:
     """best.json; summary.md's lines about the best trial."""
     experiment = best.user_attrs["experiment"]
-    rerun = " ".join(f"-S '{o}'" for o in best.user_attrs["overrides"])
-    commands = {"apply": f"dvc exp apply {experiment}", "rerun": f"dvc exp run {rerun}"}
+    commands = {
+        "apply": f"dvc exp apply {experiment}",
+        # the trial trained one model; the whole pipeline with its params, from the workspace
+        "rerun": f"dvc exp apply {experiment} && bash run.sh --from-workspace",
+    }
     write_json(
         sweep.folder / "best.json",
         {
@@ -272,6 +301,7 @@ def write_best(sweep: Sweep, best: Any) -> list[str]:
             "trial": best.number + 1,
             "experiment": experiment,
             "params": best.params,
+            "overrides": best.user_attrs["overrides"],  # every -S its `dvc exp run` had
             "commands": commands,
         },
     )
@@ -279,8 +309,8 @@ def write_best(sweep: Sweep, best: Any) -> list[str]:
         "",
         f"Best: trial {best.number + 1} ({experiment}), {best.value:.4f}.",
         "",
-        f"    {commands['apply']}    # its outputs into the workspace",
-        f"    {commands['rerun']}",
+        f"    {commands['apply']}    # its params and model into the workspace",
+        f"    {commands['rerun']}    # and the whole pipeline with them",
         "",
     ]
 
@@ -305,6 +335,8 @@ def draw_plots(sweep: Sweep, study: Any, complete: int) -> list[str]:
         if file_name == "history.png":
             axes.xaxis.set_major_locator(MaxNLocator(integer=True))
             axes.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x + 1:.0f}"))
+        if file_name == "parallel_coordinate.png":
+            readable_parallel_coordinates(axes, study)
         if file_name == "importances.png" and complete < TRUSTED_IMPORTANCE_TRIALS:
             note = (
                 f"Parameter importances from {complete} complete trials say little: Optuna "
@@ -319,6 +351,27 @@ def draw_plots(sweep: Sweep, study: Any, complete: int) -> list[str]:
         save_figure(figure, sweep.folder / file_name)
         lines.append(f"![{file_name}]({file_name})")
     return lines
+
+
+def readable_parallel_coordinates(axes: Any, study: Any) -> None:
+    """Optuna's parallel coordinates drew the worst trial in the colour map's white on a grey
+    background and cut the axis names to 14 characters: every line here in a colour map
+    without white (the best trial darkest), on white, and each axis with its whole name (Optuna
+    orders the params by name), turned to fit."""
+    best_first = (
+        "viridis" if study.direction == optuna.study.StudyDirection.MINIMIZE else "viridis_r"
+    )
+    shades = colormaps[best_first](np.linspace(0.0, 0.85, 256))  # the palest tenth left out
+    axes.set_facecolor("white")
+    for collection in axes.collections:
+        collection.set_cmap(ListedColormap(shades))
+    names = sorted({name for trial in study.trials for name in trial.params})
+    labels = axes.get_xticklabels()
+    if len(labels) == len(names) + 1:
+        axes.set_xticks(axes.get_xticks(), [labels[0].get_text(), *names])
+    for label in axes.get_xticklabels():
+        label.set_rotation(25)
+        label.set_horizontalalignment("right")
 
 
 def absolute_sqlite(url: str) -> str:
@@ -448,11 +501,14 @@ def run_sweep(sweep: Sweep) -> None:
     study = open_study(sweep)
     sweep.folder.mkdir(parents=True, exist_ok=True)
     tune = sweep.params.tune
-    finished = (TrialState.COMPLETE, TrialState.PRUNED)
+    finished = FINISHED
     # a trial another worker is running counts against the budget too, or two workers would
     # each start "the last" trial; a killed worker's trial is failed first (its params queued)
     claimed = (*finished, TrialState.RUNNING)
-    optuna.storages.fail_stale_trials(study)
+    with warnings.catch_warnings():  # Optuna marks it experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    retry_interrupted(study)
     done = len(study.get_trials(deepcopy=False, states=finished))
     under_way = len(study.get_trials(deepcopy=False, states=claimed)) - done
     log.info(
@@ -484,7 +540,8 @@ def run_sweep(sweep: Sweep) -> None:
     best_file = sweep.folder / "best.json"
     if best_file.is_file():
         best = json.loads(best_file.read_text())
-        log.info("best: %s", best["commands"]["apply"])
+        log.info("best: trial %d (%s): %s", best["trial"], best["experiment"], best["value"])
+        log.info("      %s", best["commands"]["apply"])
         log.info("      %s", best["commands"]["rerun"])
 
 

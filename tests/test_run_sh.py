@@ -59,6 +59,26 @@ CASES = [
         "models: no models: name at least one",
     ),
     (["-S", "seed=-1"], "seed: Input should be greater than or equal to 0"),
+    (["-S", "train.lrr=0.1"], "-S train.lrr=0.1: 'lrr' is not a key of train (did you mean 'lr'?)"),
+    (["-S", "tune.space.train.lr.low=0.1"], "tune.space's keys hold dots, as in 'train.lr'"),
+    (
+        [
+            "-S",
+            "~tune.space",
+            "-S",
+            "+tune.space={models.resnet.arch: {type: categorical, choices: [resnet50, nosuchnet]}}",
+        ],
+        "tune.space.models.resnet.arch: unknown timm architecture 'nosuchnet'",
+    ),
+    (
+        [
+            "-S",
+            "~tune.space",
+            "-S",
+            "+tune.space={train.batch_size: {type: int, low: 8, high: 32, step: 0.5}}",
+        ],
+        "tune.space.train.batch_size.step: an int range needs a whole step, got 0.5",
+    ),
     (["-S", "data.source=/data/ünï.tar"], "needs quotes: -S 'data.source=\"/data/ü x.tar\"'"),
     (["-S", "data.source=loop-source"], "is a symbolic link loop; remove or fix it"),
     (["--data", "no/such/copy.tar.gz"], "data.source: 'no/such/copy.tar.gz' does not exist (in "),

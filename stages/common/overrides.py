@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 
 from stages.common.errors import ParamsError, first_line
 from stages.common.params import PARAMS_FILE, Params, parse_params, read_params_file
+from stages.common.validation_errors import suggestion
 
 QUOTING_HINT = (
     " (a value with spaces or characters beyond letters, digits and "
@@ -43,7 +44,8 @@ class ScratchParams:
         except InvalidArgumentError as error:
             cause = error.__cause__ or error
             hint = QUOTING_HINT if "LexerNoViableAlt" in type(cause).__name__ + str(cause) else ""
-            raise ParamsError(f"-S {override}: {first_line(cause)}{hint}") from None
+            why = _missing_key(override, self.raw) or _why(cause) + hint
+            raise ParamsError(f"-S {override}: {why}") from None
 
     @property
     def raw(self) -> Any:
@@ -52,6 +54,39 @@ class ScratchParams:
     @property
     def text(self) -> str:
         return self.path.read_text()
+
+
+def _why(error: BaseException) -> str:
+    """Hydra's message and the reason under it ("Could not override 'x'" says no more than
+    that; the cause says which key was missing)."""
+    said = [first_line(error).rstrip(".")]
+    cause = error.__cause__ or error.__context__
+    if cause is not None and first_line(cause) not in said[0]:
+        said.append(first_line(cause))
+    return ": ".join(said)
+
+
+def _missing_key(override: str, raw: Any) -> str | None:
+    """Which part of the key of ``override`` params.yaml ``raw`` lacks, and what to write
+    instead; None when the key is there (or is to be added with '+')."""
+    if "=" not in override or override.startswith("+"):
+        return None
+    key = override.partition("=")[0].lstrip("~")
+    if key == "tune.space" or key.startswith("tune.space."):
+        return (
+            "tune.space's keys hold dots, as in 'train.lr', which -S cannot address, and "
+            "Hydra merges a new space into the old: replace it whole, -S '~tune.space' -S "
+            "'+tune.space={train.lr: {type: float, low: 0.0001, high: 0.01}}'"
+        )
+    node, walked = raw, []
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            known = sorted(node) if isinstance(node, dict) else []
+            where = ".".join(walked) or "params.yaml"
+            return f"'{part}' is not a key of {where}{suggestion(part, known)}"
+        node = node[part]
+        walked.append(part)
+    return None
 
 
 @contextmanager

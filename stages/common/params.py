@@ -230,6 +230,8 @@ class Distribution(Section):
             raise ValueError("step: Optuna cannot combine step with log")
         if self.type == "int" and not (float(self.low).is_integer() and self.high.is_integer()):
             raise ValueError(f"an int range needs whole bounds, got {self.low}..{self.high}")
+        if self.type == "int" and self.step is not None and not self.step.is_integer():
+            raise ValueError(f"step: an int range needs a whole step, got {self.step}")
         return self
 
 
