@@ -78,7 +78,8 @@ def _missing_key(override: str, raw: Any) -> str | None:
             "Hydra merges a new space into the old: replace it whole, -S '~tune.space' -S "
             "'+tune.space={train.lr: {type: float, low: 0.0001, high: 0.01}}'"
         )
-    node, walked = raw, []
+    node: Any = raw
+    walked: list[str] = []
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
             known = sorted(node) if isinstance(node, dict) else []
