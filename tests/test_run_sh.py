@@ -258,3 +258,12 @@ def test_data_is_a_path_from_where_run_sh_was_started(clone, image_tar, tmp_path
     )
     assert result.returncode == 0, result.stderr
     assert "dry run: nothing was run or changed" in result.stdout
+
+
+@pytest.mark.parametrize("command", ["show", "serve", "predict"])
+def test_the_environment_s_commands_run_without_activating_it(clone, command):
+    """`python -m stages.serve` in a new shell failed at `import anyio`: the README's commands
+    go through run.sh, which sets up and uses .venv itself."""
+    result = run_sh(clone, command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage:")

@@ -43,7 +43,7 @@ from stages.common.params import Params
 
 log = logging.getLogger(__name__)
 FIRST_CPU_BATCH = 2  # a CPU step is timed on this many images first, then 2x, then 4x ...
-CPU_STEP_BUDGET = 3.0  # ... while a step of the next size is expected to take at most this
+CPU_STEP_BUDGET = 3.0  # ... while a step at the current size takes at most this
 MIN_TIMED_SECONDS = 1.0  # each piece of work is timed for at least this long in all ...
 MIN_REPEATS = 3  # ... and at least this often (after one untimed run) or, twice at least, ...
 LONG_ENOUGH_SECONDS = 3.0  # ... this long (a step of seconds spans hundreds of time slices) ...
@@ -182,14 +182,18 @@ def repeated(work: Callable[[], object], warm_up: bool = True) -> Spread:
     return Spread.of(samples)
 
 
-def _cpu_step(trainer: Trainer, images: torch.Tensor, targets: torch.Tensor) -> tuple[int, Spread]:
+def _cpu_step(
+    trainer: Trainer, images: torch.Tensor, targets: torch.Tensor
+) -> tuple[int, Spread]:
     """(the largest batch timed, seconds of a step at the full batch). A CPU step costs a
     fixed part (thread wake-ups, Python, the optimizer: most of a tiny step, and many times
     more on a busy machine) plus a part per image; timing two batch sizes separates them.
-    The batch doubles once while a step is within CPU_STEP_BUDGET, then grows 4x at a time
-    while a step of the next size, by the line through the fastest repeats, stays within it
-    (the full batch of a small net; a few images of a 224 px ResNet-50, which takes seconds
-    per image here). The full batch's step is read off the line through the last two sizes."""
+    The batch doubles once, then grows 4x at a time, while the fastest repeat at the current
+    size stays within CPU_STEP_BUDGET: up to the full batch of a small net, 16 images of a
+    224 px ResNet-50. (Judged by the current size, not by a prediction of the next: on a busy
+    machine the difference between two tiny batches is mostly noise, and a line through it
+    priced a 6 s training in 20 minutes.) The full batch's step is read off the line through
+    the last two sizes."""
     full = len(targets)
     timed: list[tuple[int, Spread]] = []
     batch = min(full, FIRST_CPU_BATCH)
@@ -197,8 +201,7 @@ def _cpu_step(trainer: Trainer, images: torch.Tensor, targets: torch.Tensor) -> 
         step = repeated(functools.partial(_train_steps, trainer, images[:batch], targets[:batch]))
         timed.append((batch, step))
         grown = min(full, 2 * batch if len(timed) == 1 else 4 * batch)
-        next_step = step.low if len(timed) == 1 else _line(timed, grown).low  # 2 sizes for a line
-        if grown == batch or next_step > CPU_STEP_BUDGET:
+        if grown == batch or step.low > CPU_STEP_BUDGET:
             return batch, _line(timed, full)
         batch = grown
 
