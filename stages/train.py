@@ -90,6 +90,7 @@ def train(params: Params, name: str) -> None:
         if result.best_state is None:
             raise DataError(f"models.{name}: training produced no checkpoint (no epoch ran)")
         info = CheckpointInfo(
+            name=name,
             arch=spec.arch,
             classes=data.classes,
             preprocessing=preprocessing,

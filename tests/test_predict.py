@@ -220,3 +220,43 @@ def test_images_are_converted_as_cifar_was_made():
     array, problem = decode_image(buffer.getvalue(), convert=True)
     assert problem == "" and array.shape == (32, 32, 3) and array.dtype == np.uint8
     assert decode_image(buffer.getvalue())[1] == "mode RGBA, expected RGB"  # prepare is strict
+
+
+def test_corrupt_and_oversized_files_among_good_ones_are_rows_too(
+    trained_project, photos, tmp_path
+):
+    """One corrupt file among good ones ended in a traceback with no rows for the good files; a
+    13370x13370 PNG took 2.8 GB to decode."""
+    folder = Path(shutil.copytree(photos, tmp_path / "photos"))
+    good = (folder / "nested").glob("*.png").__next__().read_bytes()
+    (folder / "avif.png").write_bytes(b"\x00\x00\x00\x1cftypavif" + good[16:])
+    (folder / "dds.png").write_bytes(b"DDS |\x00\x00\x00" + good[8:])
+    (folder / "cut.png").write_bytes(good[: len(good) // 3])
+    huge = __import__("io").BytesIO()
+    Image.new("L", (13370, 13370)).save(huge, "PNG")
+    (folder / "huge.png").write_bytes(huge.getvalue())
+    result = predict(trained_project, "resnet", str(folder), "--out", "rows.csv")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    rows = {
+        Path(row["file"]).name: row for row in csv.DictReader((trained_project / "rows.csv").open())
+    }
+    for name in ("avif.png", "dds.png", "cut.png", "broken.jpg"):
+        assert rows[name]["error"].startswith("does not decode"), rows[name]
+    assert rows["huge.png"]["error"].startswith("too many pixels (13370x13370")
+    assert sum(not row["error"] for row in rows.values()) == 20  # every good file classified
+
+
+def test_16_bit_and_float_grey_keep_their_levels_and_data_sets_refuse_them():
+    from stages.common.images import decode_image
+
+    def encoded(array: np.ndarray, file_format: str) -> bytes:
+        buffer = __import__("io").BytesIO()
+        Image.fromarray(array).save(buffer, file_format)
+        return buffer.getvalue()
+
+    sixteen = encoded(np.full((40, 40), 32768, np.uint16), "PNG")
+    assert decode_image(sixteen, convert=True)[0].max() == 128  # was 255: saturated white
+    floating = encoded(np.full((40, 40), 0.5, np.float32), "TIFF")
+    assert decode_image(floating, convert=True)[0].max() == 128  # was 0: black
+    assert decode_image(sixteen)[1] == "mode I;16, expected RGB"  # a data set's images: 8-bit

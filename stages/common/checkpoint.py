@@ -82,8 +82,9 @@ class CheckpointInfo(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     format: int = FORMAT_VERSION
+    name: str | None = None  # its key under `models` (None: a file made before it was stored)
     arch: str
-    classes: list[str]
+    classes: Annotated[list[str], Field(min_length=1)]
     preprocessing: Preprocessing
     data_sha256: str | None = None
     best_epoch: int | None = None

@@ -182,9 +182,7 @@ def repeated(work: Callable[[], object], warm_up: bool = True) -> Spread:
     return Spread.of(samples)
 
 
-def _cpu_step(
-    trainer: Trainer, images: torch.Tensor, targets: torch.Tensor
-) -> tuple[int, Spread]:
+def _cpu_step(trainer: Trainer, images: torch.Tensor, targets: torch.Tensor) -> tuple[int, Spread]:
     """(the largest batch timed, seconds of a step at the full batch). A CPU step costs a
     fixed part (thread wake-ups, Python, the optimizer: most of a tiny step, and many times
     more on a busy machine) plus a part per image; timing two batch sizes separates them.

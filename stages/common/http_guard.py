@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from starlette.exceptions import HTTPException
+from fastapi import HTTPException  # FastAPI passes its own through body parsing (others: 400)
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 Scope = MutableMapping[str, Any]
@@ -127,6 +127,17 @@ def guarded_protocol(limits: Limits, refusals: RefusalLog) -> type[H11Protocol]:
     return GuardedH11Protocol
 
 
+def _closing_delimiter(scope: Scope) -> bytes:
+    """``--<boundary>--``, what a whole multipart body ends with, or b"" for other bodies."""
+    for name, value in scope.get("headers", []):
+        if name.lower() == b"content-type" and value.lower().startswith(b"multipart/"):
+            for part in value.split(b";")[1:]:
+                key, _, boundary = part.strip().partition(b"=")
+                if key.lower() == b"boundary" and boundary:
+                    return b"--" + boundary.strip(b'"') + b"--"
+    return b""
+
+
 class BodyGuard:
     """ASGI middleware: a request's body counted as it arrives and timed against its
     deadline. Past either, reading it raises HTTPException 413 or 408, which FastAPI passes
@@ -143,6 +154,8 @@ class BodyGuard:
         limits, refusals = self.limits, self.refusals
         received = 0
         deadline = time.monotonic() + limits.body_seconds
+        closing = _closing_delimiter(scope)
+        tail = b""
 
         async def counted_receive() -> Message:
             nonlocal received
@@ -153,10 +166,18 @@ class BodyGuard:
                 raise HTTPException(
                     408, f"request body not sent within {limits.body_seconds:g} s"
                 ) from None
-            received += len(message.get("body", b""))
+            nonlocal tail
+            chunk = message.get("body", b"")
+            received += len(chunk)
             if received > limits.max_body:
                 refusals.refused(f"bodies over {limits.max_body} bytes")
                 raise HTTPException(413, f"request body over {limits.max_body} bytes")
+            if closing and message["type"] == "http.request":
+                tail = (tail + chunk)[-(len(closing) + 4) :]
+                if not message.get("more_body") and received and closing not in tail:
+                    raise HTTPException(
+                        400, "multipart body ends without its closing boundary: cut short?"
+                    )
             return message
 
         await self.app(scope, counted_receive, send)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -29,7 +30,11 @@ def decode_image(
     gigabytes). Whatever a hostile file makes Pillow raise is one line, not a traceback.
     """
     try:
-        with Image.open(io.BytesIO(blob)) as image:
+        with warnings.catch_warnings():
+            # max_pixels is the limit here; Pillow's own warning would be one more stderr line
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(blob))
+        with image:
             width, height = image.size
             if max_pixels is not None and width * height > max_pixels:
                 return None, f"{TOO_MANY_PIXELS} ({width}x{height}, at most {max_pixels:,})"

@@ -33,9 +33,11 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
     temp = Path(temp_name)
-    os.chmod(temp, 0o666 & ~_UMASK)  # mkstemp creates 0600; outputs get the usual mode
     try:
         yield temp
+        # mkstemp creates 0600, and a writer may replace the file with its own (safetensors
+        # does): outputs get the usual mode, set last
+        os.chmod(temp, 0o666 & ~_UMASK)
         os.replace(temp, path)
     except OSError as error:  # a full disk, a read-only folder: one line naming the output
         raise DataError(f"{path}: cannot write it ({error.strerror or error})") from None

@@ -11,6 +11,7 @@ from typing import Protocol
 import numpy as np
 import onnxruntime
 import torch
+from pydantic import ValidationError
 from torch import nn
 
 from stages.common.checkpoint import METADATA_KEY, CheckpointInfo, InferenceSettings
@@ -111,6 +112,9 @@ class Exported:
 
 
 def load_exported(path: Path) -> Exported:
+    """An ONNX file as `stages.export` writes it, checked at load: its metadata, one uint8
+    input ``images`` (N, 32, 32, 3), one output (N, classes). A foreign graph is one line now,
+    not a 500 on every request (or "probabilities" of 129 from an output that is none)."""
     try:
         session = onnx_session(path)
     except Exception as error:  # onnxruntime's own exception types are not importable
@@ -118,7 +122,32 @@ def load_exported(path: Path) -> Exported:
     stored = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
     if stored is None:
         raise DataError(f"{path}: no '{METADATA_KEY}' metadata (not written by `stages.export`)")
-    return Exported(path, session, CheckpointInfo.model_validate_json(stored))
+    try:
+        info = CheckpointInfo.model_validate_json(stored)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        where = ".".join(str(part) for part in problem["loc"]) or "the metadata"
+        raise DataError(f"{path}: '{METADATA_KEY}' metadata: {where}: {problem['msg']}") from None
+    if problem := graph_problem(session, len(info.classes)):
+        raise DataError(f"{path}: {problem} (not a graph `stages.export` wrote)")
+    return Exported(path, session, info)
+
+
+def graph_problem(session: onnxruntime.InferenceSession, classes: int) -> str | None:
+    """What makes the graph unlike export's: its inputs, outputs, types or shapes."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if [i.name for i in inputs] != ["images"]:
+        return f"inputs {[i.name for i in inputs]}, expected one named 'images'"
+    if inputs[0].type != "tensor(uint8)" or list(inputs[0].shape[1:]) != [32, 32, 3]:
+        return (
+            f"input 'images' is {inputs[0].type} {inputs[0].shape}, expected uint8 (N, 32, 32, 3)"
+        )
+    if len(outputs) != 1:
+        return f"{len(outputs)} outputs, expected one (the class probabilities)"
+    shape = outputs[0].shape
+    if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != classes):
+        return f"output shape {shape}, expected (N, {classes}) for its {classes} classes"
+    return None
 
 
 def load_backend(path: Path) -> Backend:

@@ -84,15 +84,24 @@ def read_header(path: Path | str) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: not found")
+    total = path.stat().st_size
     with path.open("rb") as handle:
         prefix = handle.read(8)
         size = struct.unpack("<Q", prefix)[0] if len(prefix) == 8 else 0
         if not 2 <= size <= _MAX_HEADER:
             raise DataError(_not_safetensors(path, prefix))
-        try:
-            header = json.loads(handle.read(size))
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        if 8 + size > total:
+            raise DataError(
+                f"{path}: cut short (its header says {size:,} bytes of metadata; the file has "
+                f"{total:,} bytes in all): copy or `dvc pull` it again"
+            )
+        text = handle.read(size)
+    try:
+        header = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        if text[:1] != b"{":
             raise DataError(_not_safetensors(path, prefix)) from None
+        raise DataError(f"{path}: a damaged safetensors header") from None
     if not isinstance(header, dict):
         raise DataError(_not_safetensors(path, prefix))
     return header
