@@ -65,8 +65,10 @@ case "$mode" in train|sweep) ;; *) fail "mode must be 'train' or 'sweep', got '$
 # ends it with "'NoneType' object is not subscriptable" and loses its experiment). Sweeps may
 # share a clone (their trials run in DVC's temporary copies); a run in the workspace may not
 # share it with anything. The lock lasts as long as run.sh and every process it starts.
-mkdir -p .dvc/tmp
 lock=.dvc/tmp/run.sh.lock
+if ! mkdir -p .dvc/tmp 2>/dev/null || ! touch "$lock" 2>/dev/null; then
+  fail "this clone is not writable ($PWD/.dvc/tmp): run.sh keeps its lock and DVC its state there; run it from a writable clone"
+fi
 exec 9>>"$lock"
 if [ "$mode" = sweep ]; then lock_mode=-s; else lock_mode=-x; fi
 if ! flock -n "$lock_mode" 9; then
@@ -126,7 +128,7 @@ fi
 target=()
 [ "$model" = all ] || target=("evaluate@$model")
 if [ ${#set_args[@]} -eq 0 ]; then
-  dvc repro "${target[@]}"
+  python -m stages.exp_run --repro "${target[@]}"
   cat reports/comparison.md 2>/dev/null || true
   exit 0
 fi

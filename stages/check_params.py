@@ -17,10 +17,12 @@ import logging
 import os
 from pathlib import Path
 
+from stages.common.cifar10 import CLASSES
 from stages.common.cli import run_command
-from stages.common.errors import ParamsError
+from stages.common.errors import DataError, ParamsError
 from stages.common.overrides import with_overrides
 from stages.common.params import Params
+from stages.common.sources import survey_source
 from stages.common.splitting import expected_split_sizes, source_train_counts, split_problem
 
 log = logging.getLogger("check_params")
@@ -43,14 +45,30 @@ def symlink_loop(folder: Path) -> Path | None:
 
 
 def check_source(params: Params) -> None:
+    """The source is there (or a download makes it) and has the shape prepare reads, judged
+    from its names: a source prepare would refuse fails here, before DVC deletes a single
+    output (and before DVC hashes it: /dev/zero read for ten minutes)."""
     source = params.data.source
     downloaded = {Path(entry.path) for entry in params.downloads.values()}
     if Path(source).is_dir() and (loop := symlink_loop(Path(source))) is not None:
         raise ParamsError(f"data.source: '{loop}' is a symbolic link loop; remove or fix it")
-    if not Path(source).exists() and Path(source) not in downloaded:
-        where = "" if Path(source).is_absolute() else f" (in {Path.cwd()})"
+    if not Path(source).exists():
+        if Path(source) not in downloaded:
+            where = "" if Path(source).is_absolute() else f" (in {Path.cwd()})"
+            raise ParamsError(
+                f"data.source: '{source}' does not exist{where} and no entry of `downloads` "
+                "fetches it"
+            )
+        return
+    try:
+        survey = survey_source(source)
+    except DataError as error:
+        raise ParamsError(str(error)) from None
+    classes = sorted(survey.train_counts)
+    if params.data.classes == "cifar10" and classes and classes != sorted(CLASSES):
         raise ParamsError(
-            f"data.source: '{source}' does not exist{where} and no entry of `downloads` fetches it"
+            f"data.source: '{source}' holds {len(classes)} classes ({', '.join(classes)}), not "
+            "CIFAR-10's ten; set data.classes: any to use another class set"
         )
 
 

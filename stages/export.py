@@ -16,8 +16,11 @@ the evaluated model is not written.
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,10 +32,11 @@ from stages.common.errors import DataError
 from stages.common.io import write_atomic, write_json
 from stages.common.layout import EXPORT_LATENCY, EXPORT_METRICS, ONNX_MODEL, RELEASE_CHECKPOINT
 from stages.common.onnx_export import export_onnx
-from stages.common.params import Params
-from stages.common.serving import load_released, onnx_session
+from stages.common.params import ExportParams, Params
+from stages.common.serving import Released, load_released, onnx_session
 
 log = logging.getLogger("export")
+SCRATCH = Path(".dvc/tmp/export")  # DVC's own scratch space: no output, never in git
 WARMUP_RUNS = 5
 AGREEMENT_BATCH = 256
 
@@ -65,40 +69,17 @@ def main(all_params: Params) -> None:
         raise DataError(f"{RELEASE_CHECKPOINT}: not found; `dvc repro compare` makes it")
     released = load_released(RELEASE_CHECKPOINT)
     test = load_prepared().test
-    started = time.perf_counter()
-    write_atomic(ONNX_MODEL, lambda temp: export_onnx(released, temp))
-    export_seconds = time.perf_counter() - started
-    session = onnx_session(ONNX_MODEL)
-
-    def onnx_run(images: np.ndarray) -> np.ndarray:
-        return session.run(None, {"images": images})[0]
-
-    reference = batched(released.probabilities, test.images)
-    exported = batched(onnx_run, test.images)
-    difference = float(np.abs(reference - exported).max())
-    agreement = float((reference.argmax(1) == exported.argmax(1)).mean())
-    if difference > params.tolerance:
-        ONNX_MODEL.unlink()
-        raise DataError(
-            f"{ONNX_MODEL}: probabilities differ from PyTorch's by up to {difference:.2e} over "
-            f"the test split, more than export.tolerance ({params.tolerance:.0e}); not kept"
-        )
-    latency: dict[str, Any] = {"threads": torch.get_num_threads()}
-    for size in params.latency_batches:
-        batch = np.resize(test.images, (size, *test.images.shape[1:]))
-        eager = per_image_ms(released.probabilities, batch, params.latency_runs)
-        onnx = per_image_ms(onnx_run, batch, params.latency_runs)
-        latency[f"batch_{size}"] = {
-            "pytorch": eager,
-            "onnxruntime": onnx,
-            "onnxruntime_speedup": round(eager["median"] / onnx["median"], 2),
-        }
-    metrics = {
-        "test_images": len(test.images),
-        "top1_agreement": agreement,
-        "max_abs_probability_difference": difference,
-        "onnx_megabytes": round(ONNX_MODEL.stat().st_size / 2**20, 3),
-    }
+    # the ONNX file is made, checked and timed in DVC's scratch folder and moved into place
+    # last, with its metrics: a kill -9 or a failed check leaves no stray file among the
+    # outputs (a .model.onnx.*.tmp made `dvc status` dirty and `dvc checkout` refuse)
+    SCRATCH.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=SCRATCH) as scratch:
+        candidate = Path(scratch) / ONNX_MODEL.name
+        started = time.perf_counter()
+        export_onnx(released, candidate)
+        export_seconds = time.perf_counter() - started
+        metrics, latency = check_and_time(released, candidate, test.images, params)
+        write_atomic(ONNX_MODEL, lambda temp: shutil.copyfile(candidate, temp))
     write_json(EXPORT_METRICS, metrics)
     write_json(EXPORT_LATENCY, latency)
     first = params.latency_batches[0]
@@ -111,14 +92,52 @@ def main(all_params: Params) -> None:
         ONNX_MODEL,
         metrics["onnx_megabytes"],
         export_seconds,
-        agreement,
-        difference,
-        len(test.images),
+        metrics["top1_agreement"],
+        metrics["max_abs_probability_difference"],
+        metrics["test_images"],
         first,
         timed["pytorch"]["median"],
         timed["onnxruntime"]["median"],
         timed["onnxruntime_speedup"],
     )
+
+
+def check_and_time(
+    released: Released, onnx_file: Path, images: np.ndarray, params: ExportParams
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ONNX file's agreement with PyTorch over ``images`` (DataError past
+    export.tolerance) and both runtimes' latency per image at each of the latency batches."""
+    session = onnx_session(onnx_file)
+
+    def onnx_run(batch: np.ndarray) -> np.ndarray:
+        return session.run(None, {"images": batch})[0]
+
+    reference = batched(released.probabilities, images)
+    exported = batched(onnx_run, images)
+    difference = float(np.abs(reference - exported).max())
+    agreement = float((reference.argmax(1) == exported.argmax(1)).mean())
+    if difference > params.tolerance:
+        raise DataError(
+            f"{ONNX_MODEL}: probabilities differ from PyTorch's by up to {difference:.2e} over "
+            f"the test split, more than export.tolerance ({params.tolerance:.0e}); not kept"
+        )
+    latency: dict[str, Any] = {"threads": torch.get_num_threads()}
+    for size in params.latency_batches:
+        batch = np.resize(images, (size, *images.shape[1:]))
+        eager = per_image_ms(released.probabilities, batch, params.latency_runs)
+        onnx = per_image_ms(onnx_run, batch, params.latency_runs)
+        latency[f"batch_{size}"] = {
+            "pytorch": eager,
+            "onnxruntime": onnx,
+            "onnxruntime_speedup": round(eager["median"] / onnx["median"], 2),
+        }
+    metrics = {
+        "test_images": len(images),
+        "top1_agreement": agreement,
+        "max_abs_probability_difference": difference,
+        "onnx_megabytes": round(onnx_file.stat().st_size / 2**20, 3),
+    }
+    return metrics, latency
 
 
 if __name__ == "__main__":

@@ -47,11 +47,16 @@ def png_bytes(image: np.ndarray, mode: str = "RGB") -> bytes:
 
 
 def write_image_folder(
-    root: Path, train_per_class: int = 30, test_per_class: int = 10, seed: int = 0
+    root: Path,
+    train_per_class: int = 30,
+    test_per_class: int = 10,
+    seed: int = 0,
+    classes: int = 10,
 ) -> Path:
-    """``root/train/<class>/NNNN.png`` and ``root/test/<class>/NNNN.png`` (lossless)."""
+    """``root/train/<class>/NNNN.png`` and ``root/test/<class>/NNNN.png`` (lossless), for the
+    first ``classes`` of CIFAR-10's classes."""
     for split, per_class, offset in (("train", train_per_class, 0), ("test", test_per_class, 1)):
-        images, labels = make_images(per_class, seed + offset)
+        images, labels = make_images(per_class, seed + offset, classes)
         for index, (image, label) in enumerate(zip(images, labels)):
             path = root / split / CLASSES[label] / f"{index:04d}.png"
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -506,3 +506,40 @@ def test_a_run_starts_from_the_committed_params_not_the_last_experiment(repo):
     )
     assert list(diff) == ["params.yaml"] and list(diff["params.yaml"]) == ["train.lr"], diff
     assert diff["params.yaml"]["train.lr"]["new"] == 0.003
+
+
+def test_a_run_that_fails_in_a_stage_loses_no_output(repo, tmp_path):
+    """A source prepare refuses mid-way (a corrupt image, on_bad_image: fail): DVC deleted
+    data/prepared and metrics/prepare.json first, and the git-kept one was lost unless
+    committed."""
+    for name in RUN_SH_FILES:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, repo / name)
+    commit_all(repo, "run.sh")
+    kept = {
+        path: (repo / path).read_bytes()
+        for path in ("metrics/prepare.json", "reports/validation.json")
+    }
+    kept_data = digest(repo / "data/prepared/cifar10.npz")
+    (repo / "metrics/prepare.json").write_text(kept["metrics/prepare.json"].decode() + "\n")
+    kept["metrics/prepare.json"] += b"\n"  # an uncommitted change git cannot bring back
+    source = synthetic.write_image_folder(tmp_path / "source", 30, 10)
+    (source / "train/cat/0000.png").write_bytes(b"\x89PNG broken")
+    env = {**environment(repo), "CIFAR10_VENV": str(Path(sys.executable).parent.parent)}
+    failed = subprocess.run(
+        ["bash", "run.sh", "1", "resnet", "--data", str(source), "-S", "data.on_bad_image=fail"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert failed.returncode != 0, failed.stdout
+    assert "train/cat/0000.png" in failed.stderr and "fatal" in failed.stderr
+    assert "note: the run failed; put back" in failed.stderr
+    for path, content in kept.items():
+        assert (repo / path).read_bytes() == content, path
+    assert digest(repo / "data/prepared/cifar10.npz") == kept_data

@@ -11,7 +11,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -84,6 +86,20 @@ CASES = [
     (["--data", "no/such/copy.tar.gz"], "data.source: 'no/such/copy.tar.gz' does not exist (in "),
     (["-S", "models.resnet.pretrained=/no/such/weights.safetensors"], "models.resnet.pretrained"),
     (["-S", "data.source=/no/such/cifar.tar.gz"], "data.source"),
+    # sources prepare would refuse, found before DVC deletes anything (and before it hashes
+    # them: /dev/zero was read for ten minutes)
+    (["--data", "/dev/zero"], "data.source: '/dev/zero' is a character device, not a file or"),
+    (["--data", "bad/empty.tar"], "data.source: 'bad/empty.tar' has no train/<class>/ folders"),
+    (["--data", "bad/no-test"], "data.source: 'bad/no-test' has no test/cat/ folder"),
+    (
+        ["--data", "bad/notes.txt"],
+        "'bad/notes.txt' is not a .tar/.tar.gz archive or a folder (it looks like text)",
+    ),
+    (["--data", "bad/zip.tar.gz"], "(it looks like a zip archive)"),
+    (
+        ["--data", "bad/three.tar.gz"],
+        "'bad/three.tar.gz' holds 3 classes (airplane, automobile, bird), not CIFAR-10's ten",
+    ),
 ]
 
 
@@ -104,6 +120,20 @@ def clone(tmp_path_factory, image_tar) -> Path:
     update_params(project, **offline_data(image_tar), **tiny_training_params())
     (project / "models/resnet").mkdir(parents=True)
     (project / "models/resnet/model.safetensors").write_bytes(b"earlier results")
+    bad = project / "bad"
+    (bad / "no-test/train/cat").mkdir(parents=True)
+    (bad / "no-test/train/cat/0.png").write_bytes(
+        synthetic.png_bytes(synthetic.make_images(1, 0)[0][0])
+    )
+    with tarfile.open(bad / "empty.tar", "w"):
+        pass
+    (bad / "notes.txt").write_text("not a data set\n")
+    with zipfile.ZipFile(bad / "zip.tar.gz", "w") as archive:
+        archive.writestr("train/cat/0.png", b"x")
+    three = synthetic.write_image_folder(
+        tmp_path_factory.mktemp("three") / "data", 12, 4, classes=3
+    )
+    synthetic.write_tar(three, bad / "three.tar.gz")
     loop = project / "loop-source" / "train"
     loop.mkdir(parents=True)
     (loop / "a").symlink_to("b")
@@ -267,3 +297,34 @@ def test_the_environment_s_commands_run_without_activating_it(clone, command):
     result = run_sh(clone, command, "--help")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage:")
+
+
+def test_a_read_only_clone_is_one_line(clone, tmp_path):
+    """A clone the user cannot write (root's, or one mounted read-only): bash's raw
+    'Read-only file system', even for --dry-run."""
+    copy = Path(shutil.copytree(clone, tmp_path / "ro", symlinks=True))
+    shutil.rmtree(copy / ".dvc/tmp", ignore_errors=True)
+    tmp_path.chmod(0o755)
+    if os.geteuid() == 0:  # root writes through permissions: run as nobody, in root's files
+        result = subprocess.run(
+            ["runuser", "-u", "nobody", "--", "bash", "run.sh", "--dry-run"],
+            cwd=copy,
+            env={**os.environ, "CIFAR10_VENV": str(Path(sys.executable).parent.parent)},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    else:
+        directories = [path for path in [copy, *copy.rglob("*")] if path.is_dir()]
+        for path in directories:
+            path.chmod(0o555)
+        try:
+            result = run_sh(copy, "--dry-run")
+        finally:
+            for path in directories:
+                path.chmod(0o755)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: this clone is not writable ({copy}/.dvc/tmp): run.sh keeps its lock and DVC "
+        "its state there; run it from a writable clone"
+    ]

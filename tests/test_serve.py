@@ -635,3 +635,25 @@ def test_a_truncated_safetensors_file_says_so(released_project, tmp_path):
     cut.write_bytes(whole[:200])
     with pytest.raises(DataError, match=r"cut short \(its header says [\d,]+ bytes"):
         ModelCheckpoint.load(cut)
+
+
+def test_a_failed_export_leaves_its_outputs_as_they_were(released_project, tmp_path):
+    """kill -9 left .model.onnx.*.tmp among the outputs; a failed check replaced the model and
+    left stale metrics. The file is made and checked in DVC's scratch folder, moved last."""
+    project = Path(shutil.copytree(released_project, tmp_path / "p"))
+    before = {
+        path: (project / path).read_bytes()
+        for path in ("export/model.onnx", "metrics/export.json", "metrics/export-latency.json")
+    }
+    update_params(project, export={"tolerance": 1e-30})
+    result = run_module(project, "stages.export")
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: export/model.onnx: probabilities differ from PyTorch's by up to")
+    )
+    for path, content in before.items():
+        assert (project / path).read_bytes() == content, path
+    assert sorted(p.name for p in (project / "export").iterdir()) == ["model.onnx"]
+    assert not list((project / ".dvc/tmp/export").iterdir())

@@ -137,7 +137,9 @@ class ModelParams(Section):
 
     arch: Annotated[str, Field(min_length=1)]
     pretrained: bool | str
-    img_size: PositiveInt | None = None
+    # 1,024 px: four times the largest input timm's ImageNet models are made for; beyond it a
+    # CIFAR image is upsampled to no purpose and a batch no longer fits any memory
+    img_size: Annotated[StrictInt, Field(ge=1, le=1024)] | None = None
     lr_scale: PositiveFloat = 1.0
     freezing: FreezingParams = FreezingParams()
 
@@ -197,7 +199,10 @@ class CompareParams(Section):
 class ExportParams(Section):
     tolerance: Annotated[float, Field(gt=0.0)]
     latency_runs: Annotated[StrictInt, Field(ge=1)]
-    latency_batches: Annotated[list[PositiveInt], Field(min_length=1)]
+    # at most the ONNX graph's batch axis (stages/common/onnx_export.py, MAX_BATCH)
+    latency_batches: Annotated[
+        list[Annotated[StrictInt, Field(ge=1, le=4096)]], Field(min_length=1)
+    ]
 
 
 class Distribution(Section):

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 import pickle  # nosec B403: the official CIFAR-10 batches are pickles by design
+import stat
 import tarfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 
@@ -93,35 +95,98 @@ def _read(source: str, on_bad_image: str) -> RawDataset:
     )
 
 
+@dataclass(frozen=True)
+class Survey:
+    """What a source holds, from its names alone (nothing decoded, nothing read whole)."""
+
+    kind: str  # "official" (CIFAR-10's batches) or "image-folder"
+    train_counts: dict[str, int]  # image files per class under train/ (empty: official)
+
+
+def survey_source(source: str) -> Survey:
+    """What ``source`` holds; DataError, at once, for anything prepare would refuse: a path
+    that is neither a regular file nor a folder (/dev/zero, a named pipe), a file that is no
+    tar archive (a zip named .tar.gz, text), an archive or folder with neither the official
+    batches nor train/<class>/ and test/<class>/ folders of the same classes."""
+    path = Path(source)
+    if path.is_dir():
+        if (path / OFFICIAL_DIR).is_dir() or (path / OFFICIAL_TEST_BATCH).is_file():
+            return Survey("official", {})
+        files = [
+            (PurePosixPath(p.relative_to(path).as_posix()), None if p.is_dir() else True)
+            for p in path.rglob("*")
+        ]
+    elif path.is_file():
+        files = _tar_names(path, source)
+        if any(name.name == OFFICIAL_TEST_BATCH for name, _ in files):
+            return Survey("official", {})
+    else:
+        raise DataError(f"data.source: '{source}' is {_what_it_is(path)}, not a file or folder")
+    folders, _ = _sort_into_folders(files)
+    _check_layout(folders, f"'{source}'")
+    return Survey("image-folder", {name: len(found) for name, found in folders["train"].items()})
+
+
+def _tar_names(path: Path, source: str) -> list[tuple[PurePosixPath, Any]]:
+    """A tar archive's member names (None for a directory, True for a file)."""
+    try:
+        if not tarfile.is_tarfile(path):
+            raise DataError(
+                f"data.source: '{source}' is not a .tar/.tar.gz archive or a folder "
+                f"(it looks like {_looks_like(path)})"
+            )
+        with tarfile.open(path) as archive:
+            return [
+                (PurePosixPath(m.name.removeprefix("./")), None if m.isdir() else True)
+                for m in archive.getmembers()
+                if m.isdir() or m.isfile()
+            ]
+    except (OSError, tarfile.TarError, EOFError, zlib.error) as error:
+        raise DataError(
+            f"data.source: archive '{source}' is truncated or corrupt ({error})"
+        ) from None
+
+
+def _what_it_is(path: Path) -> str:
+    mode = path.stat().st_mode
+    kinds = [
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISSOCK, "a socket"),
+    ]
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
+
+
+def _looks_like(path: Path) -> str:
+    """What a file's first bytes say it is."""
+    with path.open("rb") as handle:
+        start = handle.read(8)
+    for magic, name in (
+        (b"PK\x03\x04", "a zip archive"),
+        (b"\x1f\x8b", "gzip of something that is no tar"),
+        (b"\x89PNG", "a PNG image"),
+        (b"\xff\xd8", "a JPEG image"),
+        (b"BZh", "a bzip2 file"),
+        (b"\xfd7zXZ", "an xz file"),
+    ):
+        if start.startswith(magic):
+            return name
+    if not start:
+        return "an empty file"
+    printable = all(32 <= byte < 127 or byte in b"\t\n\r" for byte in start)
+    return "text" if printable else "another format"
+
+
 def count_training_images(source: str) -> dict[str, int] | None:
     """Image files per class under train/ of an image-folder source (a tree or a tar), from
     the names alone, without decoding anything: what check_params needs to know the training
     set's size before prepare runs. None for the official batches (5,000 per class) and for a
-    source it cannot list."""
-    path = Path(source)
-    try:
-        if path.is_dir():
-            if (path / OFFICIAL_DIR).is_dir() or (path / OFFICIAL_TEST_BATCH).is_file():
-                return None
-            names = [PurePosixPath(p.relative_to(path).as_posix()) for p in path.rglob("*")]
-        elif path.is_file() and tarfile.is_tarfile(path):
-            with tarfile.open(path) as archive:
-                names = [PurePosixPath(m.name) for m in archive.getmembers() if m.isfile()]
-            if any(name.name == OFFICIAL_TEST_BATCH for name in names):
-                return None
-        else:
-            return None
-    except (OSError, tarfile.TarError, EOFError, zlib.error):
+    source that is not there (yet: a download makes it)."""
+    if not Path(source).exists():
         return None
-    counts: dict[str, int] = {}
-    for name in names:
-        parts = name.parts
-        at = next((i for i, part in enumerate(parts) if part in SOURCE_SPLITS), None)
-        if at is None or len(parts) - at <= 2 or parts[at] != "train":
-            continue
-        if name.suffix.lower() in IMAGE_SUFFIXES:
-            counts[parts[at + 1]] = counts.get(parts[at + 1], 0) + 1
-    return counts or None
+    survey = survey_source(source)
+    return survey.train_counts or None
 
 
 def _unpickle(blob: bytes, name: str) -> dict:
@@ -235,35 +300,35 @@ def _member_bytes(archive: tarfile.TarFile, name: str) -> bytes:
     return handle.read()
 
 
-def _read_image_folder(
-    files: Iterator[tuple[PurePosixPath, FileContent]], where: str, on_bad_image: str
-) -> RawDataset:
-    """``train/<class>/**`` and ``test/<class>/**``, possibly below one top folder."""
-    folders: dict[str, dict[str, list[tuple[str, bytes | Unread]]]] = {s: {} for s in SOURCE_SPLITS}
+Folders = dict[str, dict[str, list[tuple[str, Any]]]]  # split -> class -> (file, its content)
+
+
+def _sort_into_folders(files: Iterable[tuple[PurePosixPath, Any]]) -> tuple[Folders, list[str]]:
+    """``train/<class>/**`` and ``test/<class>/**`` files (possibly below one top folder) by
+    split and class, and the files that belong nowhere or are not images. A content of None
+    marks a directory."""
+    folders: Folders = {split: {} for split in SOURCE_SPLITS}
     ignored: list[str] = []
-    for name, blob in files:
+    for name, content in files:
         parts = name.parts
         split_at = next((i for i, part in enumerate(parts) if part in folders), None)
         if split_at is None or len(parts) - split_at < 2:
-            if blob is not None:
+            if content is not None:
                 ignored.append(str(name))
             continue
         split, class_name = parts[split_at], parts[split_at + 1]
         images = folders[split].setdefault(class_name, [])
-        if blob is None or len(parts) - split_at == 2:
+        if content is None or len(parts) - split_at == 2:
             continue
         if name.suffix.lower() not in IMAGE_SUFFIXES:
             ignored.append(str(name))
             continue
-        images.append((str(name), blob))
-    if ignored:
-        log.warning(
-            "%s: %d file(s) that are not images in train/<class>/ or test/<class>/ ignored: %s",
-            where,
-            len(ignored),
-            ", ".join(ignored[:5]) + (" ..." if len(ignored) > 5 else ""),
-        )
+        images.append((str(name), content))
+    return folders, ignored
 
+
+def _check_layout(folders: Folders, where: str) -> list[str]:
+    """The classes, the same in train/ and test/, none empty; DataError otherwise."""
     classes = sorted(folders["train"])
     if not classes:
         raise DataError(f"data.source: {where} has no train/<class>/ folders")
@@ -281,6 +346,22 @@ def _read_image_folder(
             raise DataError(
                 f"data.source: {where}: {split}/ has class folders not in train/: {extra}"
             )
+    return classes
+
+
+def _read_image_folder(
+    files: Iterator[tuple[PurePosixPath, FileContent]], where: str, on_bad_image: str
+) -> RawDataset:
+    """``train/<class>/**`` and ``test/<class>/**``, possibly below one top folder."""
+    folders, ignored = _sort_into_folders(files)
+    if ignored:
+        log.warning(
+            "%s: %d file(s) that are not images in train/<class>/ or test/<class>/ ignored: %s",
+            where,
+            len(ignored),
+            ", ".join(ignored[:5]) + (" ..." if len(ignored) > 5 else ""),
+        )
+    classes = _check_layout(folders, where)
 
     skipped: list[dict[str, str]] = []
     splits = {}

@@ -13,8 +13,7 @@ import numpy as np
 from stages.common.cifar10 import CLASSES, IMAGES_PER_CLASS
 from stages.common.dataset import PreparedData, Split
 from stages.common.errors import DataError
-from stages.common.io import read_json, write_json
-from stages.common.layout import MANIFEST_FILE
+from stages.common.io import write_json
 from stages.common.params import DataParams
 from stages.common.sources import RawDataset, count_training_images
 
@@ -169,13 +168,11 @@ def source_train_counts(data: DataParams) -> tuple[np.ndarray, list[str], int | 
 
 def expected_split_sizes(data: DataParams) -> tuple[int, int] | None:
     """(training, validation) images these settings give (scikit-learn's rule for the split),
-    from the source (above), else from the last prepare run, else None."""
+    from the source (above), else None. (Never from the last prepare run's manifest: it need
+    not be of this source, and a run estimated from another source's counts misled.)"""
     known = source_train_counts(data)
-    if known is not None:
-        total = int(known[0].sum())
-        validation = math.ceil(data.val_ratio * total)
-        return total - validation, validation
-    if MANIFEST_FILE.is_file():
-        counts = read_json(MANIFEST_FILE)["counts"]
-        return counts["train"], counts["val"]
-    return None
+    if known is None:
+        return None
+    total = int(known[0].sum())
+    validation = math.ceil(data.val_ratio * total)
+    return total - validation, validation
