@@ -62,6 +62,10 @@ CASES = [
     ),
     (["-S", "seed=-1"], "seed: Input should be greater than or equal to 0"),
     (["-S", "train.lrr=0.1"], "-S train.lrr=0.1: 'lrr' is not a key of train (did you mean 'lr'?)"),
+    (  # a preset's ~20 overrides were all printed before the real error
+        ["--preset", "smoke", "-S", "train.lrr=0.1"],
+        "error: -S train.lrr=0.1: 'lrr' is not a key of train (did you mean 'lr'?)",
+    ),
     (["-S", "tune.space.train.lr.low=0.1"], "tune.space's keys hold dots, as in 'train.lr'"),
     (
         [

@@ -142,7 +142,7 @@ def estimate_model(
             step = train.longer(fetch)
         else:
             timed_batch, full_step = _cpu_step(trainer, images, targets)
-            if timed_batch == batch_size:  # the engine's own loop: fetch, step, bookkeeping
+            if full_step is None:  # the engine's own loop: fetch, step, bookkeeping
                 step = repeated(lambda: trainer.train_epoch(0)) * (1 / trainer.steps_per_epoch)
             else:
                 step = full_step + fetch
@@ -182,7 +182,9 @@ def repeated(work: Callable[[], object], warm_up: bool = True) -> Spread:
     return Spread.of(samples)
 
 
-def _cpu_step(trainer: Trainer, images: torch.Tensor, targets: torch.Tensor) -> tuple[int, Spread]:
+def _cpu_step(
+    trainer: Trainer, images: torch.Tensor, targets: torch.Tensor
+) -> tuple[int, Spread | None]:
     """(the largest batch timed, seconds of a step at the full batch). A CPU step costs a
     fixed part (thread wake-ups, Python, the optimizer: most of a tiny step, and many times
     more on a busy machine) plus a part per image; timing two batch sizes separates them.
@@ -191,11 +193,14 @@ def _cpu_step(trainer: Trainer, images: torch.Tensor, targets: torch.Tensor) -> 
     224 px ResNet-50. (Judged by the current size, not by a prediction of the next: on a busy
     machine the difference between two tiny batches is mostly noise, and a line through it
     priced a 6 s training in 20 minutes.) The full batch's step is read off the line through
-    the last two sizes."""
+    the last two sizes; None when the growth reaches the full batch, which the engine's own
+    loop then times (not here too: a batch of 1,000 costs seconds a step)."""
     full = len(targets)
     timed: list[tuple[int, Spread]] = []
     batch = min(full, FIRST_CPU_BATCH)
     while True:
+        if batch == full:
+            return full, None
         step = repeated(functools.partial(_train_steps, trainer, images[:batch], targets[:batch]))
         timed.append((batch, step))
         grown = min(full, 2 * batch if len(timed) == 1 else 4 * batch)
