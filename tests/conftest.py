@@ -67,12 +67,28 @@ def shipped(**sections) -> Params:
     return parse_params(merge_sections(shipped_raw(), sections))
 
 
+RUN_SH_FILES = (  # what run.sh needs beside the project's code
+    "run.sh",
+    "scripts",
+    "presets",
+    "requirements.txt",
+    "requirements-remote.txt",
+    "requirements-dev.txt",
+)
+
+
 def copy_project(destination: Path, extra: tuple[str, ...] = ()) -> Path:
     """The project's code, committed params and dvc.yaml in ``destination`` (no data, no git),
     and the ``extra`` files or folders of the repository a test needs (scripts, ...)."""
     destination.mkdir(parents=True, exist_ok=True)
     (destination / "params.yaml").write_text(committed_text("params.yaml"))
-    for name in (*PROJECT_FILES, *extra):
+    copy_files(destination, (*PROJECT_FILES, *extra))
+    return destination
+
+
+def copy_files(destination: Path, names: tuple[str, ...]) -> None:
+    """Files or folders of the repository into ``destination``, under the same names."""
+    for name in names:
         source = ROOT / name
         if source.is_dir():
             shutil.copytree(
@@ -80,7 +96,6 @@ def copy_project(destination: Path, extra: tuple[str, ...] = ()) -> Path:
             )
         else:
             shutil.copy2(source, destination / name)
-    return destination
 
 
 def update_params(project: Path, **sections) -> dict:

@@ -19,7 +19,15 @@ import pytest
 import yaml
 
 from tests import synthetic
-from tests.conftest import ROOT, copy_project, offline_data, tiny_training_params, update_params
+from tests.conftest import (
+    ROOT,
+    RUN_SH_FILES,
+    copy_files,
+    copy_project,
+    offline_data,
+    tiny_training_params,
+    update_params,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -450,14 +458,11 @@ def test_queued_experiments_run_in_parallel(repo):
     assert all(float(value) > 0 for value in results.values())
 
 
-RUN_SH_FILES = (
-    "run.sh",
-    "scripts",
-    "presets",
-    "requirements.txt",
-    "requirements-remote.txt",
-    "requirements-dev.txt",
-)
+def with_run_sh(repo: Path) -> Path:
+    """``repo`` with run.sh and what it needs, committed."""
+    copy_files(repo, RUN_SH_FILES)
+    commit_all(repo, "run.sh")
+    return repo
 
 
 def run_sh(repo: Path, *args: str) -> subprocess.CompletedProcess:
@@ -472,13 +477,7 @@ def run_sh(repo: Path, *args: str) -> subprocess.CompletedProcess:
 def test_a_run_starts_from_the_committed_params_not_the_last_experiment(repo):
     """After `dvc exp run` the workspace holds that experiment's params; the next run.sh run
     starts from the committed file, says what differs and from where, and keeps a hand edit."""
-    for name in RUN_SH_FILES:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(source, repo / name)
-    commit_all(repo, "run.sh")
+    with_run_sh(repo)
     first = run_sh(repo, "1", "resnet")
     assert "params: as committed" in first.stdout and "note:" not in first.stdout
     # what another experiment (or a hand edit) left in the workspace since
@@ -512,13 +511,7 @@ def test_a_run_that_fails_in_a_stage_loses_no_output(repo, tmp_path):
     """A source prepare refuses mid-way (a corrupt image, on_bad_image: fail): DVC deleted
     data/prepared and metrics/prepare.json first, and the git-kept one was lost unless
     committed."""
-    for name in RUN_SH_FILES:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(source, repo / name)
-    commit_all(repo, "run.sh")
+    with_run_sh(repo)
     kept = {
         path: (repo / path).read_bytes()
         for path in ("metrics/prepare.json", "reports/validation.json")

@@ -21,7 +21,14 @@ import torch
 
 from benchmarks.estimate import busy
 from tests import synthetic
-from tests.conftest import ROOT, copy_project, offline_data, tiny_training_params, update_params
+from tests.conftest import (
+    ROOT,
+    RUN_SH_FILES,
+    copy_project,
+    offline_data,
+    tiny_training_params,
+    update_params,
+)
 
 STEPS = list(range(1, 17))  # more unfreezing steps than test_vit has layer groups
 CASES = [
@@ -110,17 +117,7 @@ CASES = [
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory, image_tar) -> Path:
     """A git clone of the project, offline data, tiny models and one finished output."""
-    project = copy_project(
-        tmp_path_factory.mktemp("run_sh") / "project",
-        (
-            "run.sh",
-            "scripts",
-            "presets",
-            "requirements.txt",
-            "requirements-remote.txt",
-            "requirements-dev.txt",
-        ),
-    )
+    project = copy_project(tmp_path_factory.mktemp("run_sh") / "project", RUN_SH_FILES)
     update_params(project, **offline_data(image_tar), **tiny_training_params())
     (project / "models/resnet").mkdir(parents=True)
     (project / "models/resnet/model.safetensors").write_bytes(b"earlier results")
@@ -239,9 +236,12 @@ def test_a_run_of_hours_on_a_cpu_stops_before_dvc_with_the_ways_on(clone, image_
 def test_the_presets_made_for_a_cpu_start_however_busy_the_machine(clone, tmp_path, preset):
     """A busy process on every core made a 1.25 min smoke run look like 82 min and stopped it;
     a preset made for a CPU (its runs_on) is never stopped there, however long it looks."""
-    data = synthetic.write_image_folder(tmp_path / "data", 110, 10)  # the cpu preset's batch
+    data = synthetic.write_image_folder(tmp_path / "data", 110, 10)  # the cpu preset's 2% split
+    smaller = ["-S", "train.batch_size=100"] if preset == "cpu" else []  # timing 1,000 costs 2 min
     with busy(os.cpu_count() or 1):
-        result = run_sh(clone, "50000", "--preset", preset, "--data", str(data), "--dry-run")
+        result = run_sh(
+            clone, "50000", "--preset", preset, "--data", str(data), *smaller, "--dry-run"
+        )
     assert result.returncode == 0, result.stderr
     assert "error:" not in result.stderr + result.stdout
     assert f"note: the {preset} preset is made for a CPU: it runs however long" in result.stdout

@@ -19,7 +19,7 @@ import logging
 import os
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -36,7 +36,16 @@ from PIL import Image
 from starlette.exceptions import HTTPException
 
 from stages.common.errors import DataError
-from stages.common.http_guard import BodyGuard, Limits, RefusalLog
+from stages.common.http_guard import (
+    ASGIApp,
+    BodyGuard,
+    Limits,
+    Message,
+    Receive,
+    RefusalLog,
+    Scope,
+    Send,
+)
 from stages.common.images import MAX_PIXELS, TOO_MANY_PIXELS, decode_image
 from stages.common.io import read_json
 from stages.common.layout import (
@@ -241,42 +250,39 @@ def error_response(request: Request, status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def access_log() -> Callable[[Any], Any]:
-    """ASGI middleware: one line per request (client, method, path, status, milliseconds,
-    and the error said, if any)."""
+def access_logged(app: ASGIApp) -> ASGIApp:
+    """``app`` with one log line per request (client, method, path, status, milliseconds, and
+    the error said, if any)."""
 
-    def wrap(app: Any) -> Any:
-        async def logged(scope: Any, receive: Any, send: Any) -> None:
-            if scope["type"] != "http":
-                await app(scope, receive, send)
-                return
-            started, status = time.perf_counter(), 0
+    async def logged(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        started, status = time.perf_counter(), 0
 
-            async def send_status(message: Any) -> None:
-                nonlocal status
-                if message["type"] == "http.response.start":
-                    status = message["status"]
-                await send(message)
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
 
-            try:
-                await app(scope, receive, send_status)
-            finally:
-                client = scope.get("client") or ("-", 0)
-                error = (scope.get("state") or {}).get("error")
-                log.log(
-                    logging.WARNING if status >= 400 or not status else logging.INFO,
-                    "%s %s %s %d %.0f ms%s",
-                    client[0],
-                    scope["method"],
-                    scope["path"],
-                    status,
-                    (time.perf_counter() - started) * 1000,
-                    f": {error}" if error else "",
-                )
+        try:
+            await app(scope, receive, send_status)
+        finally:
+            client = scope.get("client") or ("-", 0)
+            error = (scope.get("state") or {}).get("error")
+            log.log(
+                logging.WARNING if status >= 400 or not status else logging.INFO,
+                "%s %s %s %d %.0f ms%s",
+                client[0],
+                scope["method"],
+                scope["path"],
+                status,
+                (time.perf_counter() - started) * 1000,
+                f": {error}" if error else "",
+            )
 
-        return logged
-
-    return wrap
+    return logged
 
 
 def create_app(
@@ -287,7 +293,7 @@ def create_app(
     max_file_bytes: int = MAX_FILE_BYTES,
     limits: Limits | None = None,
     refusals: RefusalLog | None = None,
-) -> Any:
+) -> ASGIApp:
     """The service as an ASGI application: FastAPI's routes inside the body guard and the
     access log."""
     batcher = Batcher(backend, max_batch, MAX_WAITING)
@@ -373,7 +379,7 @@ def create_app(
             predictions.append({"file": upload.filename, "top": top})
         return {"predictions": predictions}
 
-    async def checked(scope: Any, receive: Any, send: Any) -> None:
+    async def checked(scope: Scope, receive: Receive, send: Send) -> None:
         """What can be refused from a prediction's headers alone, before its body is read."""
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == PREDICT:
             request = Request(scope)
@@ -385,4 +391,4 @@ def create_app(
                 return
         await app(scope, receive, send)
 
-    return access_log()(BodyGuard(checked, limits, refusals))
+    return access_logged(BodyGuard(checked, limits, refusals))
