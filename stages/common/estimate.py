@@ -45,8 +45,7 @@ log = logging.getLogger(__name__)
 FIRST_CPU_BATCH = 2  # a CPU step is timed on this many images first, then 2x, then 4x ...
 CPU_STEP_BUDGET = 3.0  # ... while a step at the current size takes at most this
 MIN_TIMED_SECONDS = 1.0  # each piece of work is timed for at least this long in all ...
-MIN_REPEATS = 3  # ... and at least this often (after one untimed run) or, twice at least, ...
-LONG_ENOUGH_SECONDS = 3.0  # ... this long (a step of seconds spans hundreds of time slices) ...
+MIN_REPEATS = 3  # ... and at least this often (after one untimed run) ...
 MAX_REPEATS = 20  # ... and no more often than this
 CUDA_WARM_UP_STEPS = 3  # the allocator, cuDNN's algorithm search
 LOOP_STEPS = 2  # a CPU whose full batch is cheap is timed in whole epochs of this many steps
@@ -165,16 +164,14 @@ def estimate_model(
 
 
 def repeated(work: Callable[[], object], warm_up: bool = True) -> Spread:
-    """``work`` timed until MIN_TIMED_SECONDS have passed in it and it ran MIN_REPEATS times,
-    or twice for LONG_ENOUGH_SECONDS (MAX_REPEATS at most), after one untimed run when
-    ``warm_up``. Never once: one preempted run would be the fastest too."""
+    """``work`` timed until MIN_TIMED_SECONDS have passed in it and it ran MIN_REPEATS times
+    (MAX_REPEATS at most), after one untimed run when ``warm_up``: the fastest of three is
+    rarely one a busy machine slowed."""
     if warm_up:
         work()
     samples: list[float] = []
     while len(samples) < MAX_REPEATS and (
-        len(samples) < 2
-        or sum(samples) < MIN_TIMED_SECONDS
-        or (len(samples) < MIN_REPEATS and sum(samples) < LONG_ENOUGH_SECONDS)
+        len(samples) < MIN_REPEATS or sum(samples) < MIN_TIMED_SECONDS
     ):
         started = time.perf_counter()
         work()
@@ -188,11 +185,12 @@ def _cpu_step(
     """(the largest batch timed, seconds of a step at the full batch). A CPU step costs a
     fixed part (thread wake-ups, Python, the optimizer: most of a tiny step, and many times
     more on a busy machine) plus a part per image; timing two batch sizes separates them.
-    The batch doubles once, then grows 4x at a time, while the fastest repeat at the current
-    size stays within CPU_STEP_BUDGET: up to the full batch of a small net, 16 images of a
-    224 px ResNet-50. (Judged by the current size, not by a prediction of the next: on a busy
-    machine the difference between two tiny batches is mostly noise, and a line through it
-    priced a 6 s training in 20 minutes.) The full batch's step is read off the line through
+    The batch doubles once (unless a step of it takes over 4x CPU_STEP_BUDGET), then grows 4x
+    at a time while the fastest repeat at the current size stays within CPU_STEP_BUDGET: up
+    to the full batch of a small net, 16 images of a 224 px ResNet-50. (Judged by the current
+    size, not by a prediction of the next: on a busy machine the difference between two tiny
+    batches is mostly noise, and a line through it priced a 6 s training in 20 minutes.) The
+    full batch's step is read off the line through
     the last two sizes; None when the growth reaches the full batch, which the engine's own
     loop then times (not here too: a batch of 1,000 costs seconds a step)."""
     full = len(targets)
@@ -204,7 +202,10 @@ def _cpu_step(
         step = repeated(functools.partial(_train_steps, trainer, images[:batch], targets[:batch]))
         timed.append((batch, step))
         grown = min(full, 2 * batch if len(timed) == 1 else 4 * batch)
-        if grown == batch or step.low > CPU_STEP_BUDGET:
+        # a second size always (the line needs two), unless one step already takes so long
+        # that its images, not its fixed part, must be what costs
+        budget = 4 * CPU_STEP_BUDGET if len(timed) == 1 else CPU_STEP_BUDGET
+        if grown == batch or step.low > budget:
             return batch, _line(timed, full)
         batch = grown
 
