@@ -43,7 +43,7 @@ from stages.common.params import Params
 
 log = logging.getLogger(__name__)
 FIRST_CPU_BATCH = 2  # a CPU step is timed on this many images first, then 2x, then 4x ...
-CPU_STEP_BUDGET = 3.0  # ... while a step at the current size takes at most this
+CPU_STEP_BUDGET = 8.0  # ... while a step of the next size cannot take longer than this
 MIN_TIMED_SECONDS = 1.0  # each piece of work is timed for at least this long in all ...
 MIN_REPEATS = 3  # ... and at least this often (after one untimed run) ...
 MAX_REPEATS = 20  # ... and no more often than this
@@ -185,12 +185,12 @@ def _cpu_step(
     """(the largest batch timed, seconds of a step at the full batch). A CPU step costs a
     fixed part (thread wake-ups, Python, the optimizer: most of a tiny step, and many times
     more on a busy machine) plus a part per image; timing two batch sizes separates them.
-    The batch doubles once (unless a step of it takes over 4x CPU_STEP_BUDGET), then grows 4x
-    at a time while the fastest repeat at the current size stays within CPU_STEP_BUDGET: up
-    to the full batch of a small net, 16 images of a 224 px ResNet-50. (Judged by the current
-    size, not by a prediction of the next: on a busy machine the difference between two tiny
-    batches is mostly noise, and a line through it priced a 6 s training in 20 minutes.) The
-    full batch's step is read off the line through
+    The batch doubles once, then grows 4x at a time, while a step of the next size, in
+    proportion to the fastest repeat at this one, stays within CPU_STEP_BUDGET: up to the
+    full batch of a small net, 16 images of a 224 px ResNet-50, 4 of a ViT-B/16. (Judged in
+    proportion, an upper bound, not by the line's prediction: on a busy machine the difference
+    between two tiny batches is mostly noise, and a line through it priced a 6 s training in
+    20 minutes.) The full batch's step is read off the line through
     the last two sizes; None when the growth reaches the full batch, which the engine's own
     loop then times (not here too: a batch of 1,000 costs seconds a step)."""
     full = len(targets)
@@ -202,10 +202,9 @@ def _cpu_step(
         step = repeated(functools.partial(_train_steps, trainer, images[:batch], targets[:batch]))
         timed.append((batch, step))
         grown = min(full, 2 * batch if len(timed) == 1 else 4 * batch)
-        # a second size always (the line needs two), unless one step already takes so long
-        # that its images, not its fixed part, must be what costs
-        budget = 4 * CPU_STEP_BUDGET if len(timed) == 1 else CPU_STEP_BUDGET
-        if grown == batch or step.low > budget:
+        # the next size's step at most in proportion to this one's fastest (a step's fixed part
+        # does not grow): within the budget, the next size is timed
+        if grown == batch or step.low * grown / batch > CPU_STEP_BUDGET:
             return batch, _line(timed, full)
         batch = grown
 
