@@ -121,7 +121,7 @@ def trained_seconds(params: Params, name: str, images: int, tmp_path) -> float:
 MACHINES = {
     "tiny steps, long slices": (0.002, 0.00005, 0.05, 1.0),
     "fixed part dominates": (0.5, 0.001, 0.05, 1.0),
-    "fixed part swings": (1.0, 0.0002, 0.05, 3.0),
+    "fixed part swings": (0.3, 0.0002, 0.05, 3.0),
     "images dominate": (0.001, 0.004, 0.004, 1.0),
 }
 

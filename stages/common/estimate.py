@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import statistics
 import tempfile
 import time
@@ -43,7 +44,7 @@ from stages.common.params import Params
 
 log = logging.getLogger(__name__)
 FIRST_CPU_BATCH = 2  # a CPU step is timed on this many images first, then 2x, then 4x ...
-CPU_STEP_BUDGET = 8.0  # ... while a step of the next size cannot take longer than this
+CPU_STEP_BUDGET = 4.0  # ... while a step of the next size cannot take longer than this
 MIN_TIMED_SECONDS = 1.0  # each piece of work is timed for at least this long in all ...
 MIN_REPEATS = 3  # ... and at least this often (after one untimed run) ...
 MAX_REPEATS = 20  # ... and no more often than this
@@ -185,12 +186,11 @@ def _cpu_step(
     """(the largest batch timed, seconds of a step at the full batch). A CPU step costs a
     fixed part (thread wake-ups, Python, the optimizer: most of a tiny step, and many times
     more on a busy machine) plus a part per image; timing two batch sizes separates them.
-    The batch doubles once, then grows 4x at a time, while a step of the next size, in
-    proportion to the fastest repeat at this one, stays within CPU_STEP_BUDGET: up to the
-    full batch of a small net, 16 images of a 224 px ResNet-50, 4 of a ViT-B/16. (Judged in
-    proportion, an upper bound, not by the line's prediction: on a busy machine the difference
-    between two tiny batches is mostly noise, and a line through it priced a 6 s training in
-    20 minutes.) The full batch's step is read off the line through
+    The batch doubles once, then grows 4x at a time, while a step of the next size is
+    expected (_next_step) within CPU_STEP_BUDGET: up to the full batch of a small net, 16
+    images of a 224 px ResNet-50, 4 of a ViT-B/16. (Not by the line's prediction: on a busy
+    machine the difference between two tiny batches is mostly noise, and a line through it
+    priced a 6 s training in 20 minutes.) The full batch's step is read off the line through
     the last two sizes; None when the growth reaches the full batch, which the engine's own
     loop then times (not here too: a batch of 1,000 costs seconds a step)."""
     full = len(targets)
@@ -202,11 +202,23 @@ def _cpu_step(
         step = repeated(functools.partial(_train_steps, trainer, images[:batch], targets[:batch]))
         timed.append((batch, step))
         grown = min(full, 2 * batch if len(timed) == 1 else 4 * batch)
-        # the next size's step at most in proportion to this one's fastest (a step's fixed part
-        # does not grow): within the budget, the next size is timed
-        if grown == batch or step.low * grown / batch > CPU_STEP_BUDGET:
+        if grown == batch or _next_step(timed, grown) > CPU_STEP_BUDGET:
             return batch, _line(timed, full)
         batch = grown
+
+
+def _next_step(timed: list[tuple[int, Spread]], batch: int) -> float:
+    """What a step of ``batch`` images will take at most, from the fastest repeats: the last
+    size's, grown with the batch as fast as between the last two sizes, but at least as the
+    square root of the batch (two tiny sizes may differ by noise alone) and at most in
+    proportion to it (a step's fixed part does not grow)."""
+    size, step = timed[-1]
+    power = 1.0
+    if len(timed) > 1:
+        before, at_before = timed[-2]
+        growth = math.log(max(step.low, 1e-9) / max(at_before.low, 1e-9))
+        power = min(1.0, max(0.5, growth / math.log(size / before)))
+    return step.low * (batch / size) ** power
 
 
 def _line(timed: list[tuple[int, Spread]], batch: int) -> Spread:
