@@ -36,7 +36,8 @@ from stages.common.dataset import PreparedData, Split
 from stages.common.engine import Trainer, TrainRun
 from stages.common.freezing import Freezer
 from stages.common.inference import DeviceInput
-from stages.common.params import FreezingParams, TrainParams, load_params
+from stages.common.params import load_params
+from stages.common.params_training import FreezingParams, TrainParams
 from stages.common.runtime import autocast
 
 ROOT = Path(__file__).resolve().parents[1]

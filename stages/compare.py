@@ -32,7 +32,8 @@ from stages.common.layout import (
     RELEASE_CHECKPOINT,
     paths,
 )
-from stages.common.params import Params
+from stages.common.params_evaluation import CompareParams, EvaluateParams
+from stages.common.stage_params import NamedModels, StageParams
 
 log = logging.getLogger("compare")
 ENSEMBLE = "ensemble"
@@ -185,10 +186,16 @@ def _cell(value: Any) -> str:
     return f"{value:.4f}"
 
 
-def main(params: Params) -> None:
+class CompareStageParams(StageParams):
+    """Of `models`, compare reads the names (each model's results are its evaluation's)."""
+
+    models: NamedModels[object]
+    evaluate: EvaluateParams
+    compare: CompareParams
+
+
+def main(params: CompareStageParams) -> None:
     names = list(params.models)
-    if not names:
-        raise DataError("compare: no models in params.yaml")
     metric = params.compare.metric
     results = [read_model(name) for name in names]
     if metric == "mca" and any(result.robustness is None for result in results):
@@ -285,4 +292,4 @@ def release(result: ModelResult) -> InferenceSettings:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, CompareStageParams)

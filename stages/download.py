@@ -16,7 +16,8 @@ from torchvision.datasets.utils import check_md5, download_url
 
 from stages.common.cli import run_stage
 from stages.common.errors import DataError, ParamsError, first_line
-from stages.common.params import Params
+from stages.common.params_data import Download
+from stages.common.stage_params import StageParams
 
 log = logging.getLogger("download")
 
@@ -45,7 +46,11 @@ def download(name: str, url: str, md5: str, path: Path) -> None:
     log.info("%s: %s -> %s (%d bytes, MD5 verified)", name, url, path, path.stat().st_size)
 
 
-def main(params: Params) -> None:
+class DownloadParams(StageParams):
+    downloads: dict[str, Download]
+
+
+def main(params: DownloadParams) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", help="a key of `downloads` in params.yaml")
     name = parser.parse_args().name
@@ -56,4 +61,4 @@ def main(params: Params) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, DownloadParams)

@@ -11,12 +11,19 @@ from stages.common.data_checks import channel_stats
 from stages.common.dataset import SPLITS, load_prepared
 from stages.common.io import save_figure, write_json, write_text
 from stages.common.layout import EDA_DETAILS, EDA_PLOTS, EDA_REPORT
-from stages.common.params import Params
+from stages.common.param_types import Seed
+from stages.common.params_data import EdaParams
+from stages.common.stage_params import StageParams
 
 log = logging.getLogger("eda")
 
 
-def main(params: Params) -> None:
+class EdaStageParams(StageParams):
+    seed: Seed
+    eda: EdaParams
+
+
+def main(params: EdaStageParams) -> None:
     data = load_prepared()
     figures = {
         "class_balance.png": eda.class_balance_figure(data),
@@ -69,4 +76,4 @@ def render_report(
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, EdaStageParams)

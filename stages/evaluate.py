@@ -25,13 +25,28 @@ from stages.common.errors import DataError
 from stages.common.inference import LoadedModel, load_model
 from stages.common.io import read_json
 from stages.common.layout import MANIFEST_FILE, paths
-from stages.common.params import Params
+from stages.common.param_types import Seed
+from stages.common.params_evaluation import EvaluateParams
+from stages.common.stage_params import NamedModels, StageParams, model_entry
 
 log = logging.getLogger("evaluate")
 
 
+class EvaluateStageParams(StageParams):
+    """The model's own settings come with its checkpoint; of `models`, evaluate reads the
+    names (a model's colour is its place among them)."""
+
+    seed: Seed
+    evaluate: EvaluateParams
+    models: NamedModels[object]
+
+
 def evaluate(
-    params: Params, checkpoint: Path, outputs: evaluation.Outputs, name: str, colour: object
+    params: EvaluateStageParams,
+    checkpoint: Path,
+    outputs: evaluation.Outputs,
+    name: str,
+    colour: object,
 ) -> None:
     data = load_prepared()
     loaded = load_model(checkpoint)
@@ -71,7 +86,7 @@ def check_fits(loaded: LoadedModel, classes: list[str], checkpoint: Path) -> Non
         log.warning("%s was trained on other prepared data than the data evaluated now", checkpoint)
 
 
-def main(params: Params) -> None:
+def main(params: EvaluateStageParams) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("model", nargs="?", help="a key of `models` in params.yaml")
@@ -81,7 +96,7 @@ def main(params: Params) -> None:
     )
     args = parser.parse_args()
     if args.model:
-        params.model(args.model)  # a one-line error for an unknown name
+        model_entry(params.models, args.model)  # a one-line error for an unknown name
         colour = plots.model_colour(list(params.models).index(args.model))
         where = paths(args.model)
         outputs = evaluation.Outputs.of_model(where)
@@ -94,4 +109,4 @@ def main(params: Params) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, EvaluateStageParams)

@@ -32,8 +32,9 @@ from stages.common.errors import DataError
 from stages.common.io import write_atomic, write_json
 from stages.common.layout import EXPORT_LATENCY, EXPORT_METRICS, ONNX_MODEL, RELEASE_CHECKPOINT
 from stages.common.onnx_export import export_onnx
-from stages.common.params import ExportParams, Params
+from stages.common.params_release import ExportParams
 from stages.common.serving import Released, load_released, onnx_session
+from stages.common.stage_params import StageParams
 
 log = logging.getLogger("export")
 SCRATCH = Path(".dvc/tmp/export")  # DVC's own scratch space: no output, never in git
@@ -63,7 +64,11 @@ def per_image_ms(run: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, run
     }
 
 
-def main(all_params: Params) -> None:
+class ExportStageParams(StageParams):
+    export: ExportParams
+
+
+def main(all_params: ExportStageParams) -> None:
     params = all_params.export
     if not RELEASE_CHECKPOINT.is_file():
         raise DataError(f"{RELEASE_CHECKPOINT}: not found; `dvc repro compare` makes it")
@@ -141,4 +146,4 @@ def check_and_time(
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, ExportStageParams)

@@ -32,7 +32,7 @@ from stages.common.images import IMAGE_SUFFIXES, decode_image
 from stages.common.inference import LoadedModel, load_model, probabilities
 from stages.common.io import writable, write_atomic, write_json
 from stages.common.layout import paths
-from stages.common.params import TtaMode
+from stages.common.param_types import TtaMode
 
 log = logging.getLogger("predict")
 

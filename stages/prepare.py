@@ -11,14 +11,21 @@ from stages.common.cli import run_stage
 from stages.common.dataset import SPLITS, save_prepared
 from stages.common.io import write_json
 from stages.common.layout import MANIFEST_FILE, PREPARE_METRICS
-from stages.common.params import Params
+from stages.common.param_types import Seed
+from stages.common.params_data import DataParams
 from stages.common.sources import read_source
 from stages.common.splitting import build_prepared, subset_shortfall
+from stages.common.stage_params import StageParams
 
 log = logging.getLogger("prepare")
 
 
-def main(params: Params) -> None:
+class PrepareParams(StageParams):
+    seed: Seed
+    data: DataParams
+
+
+def main(params: PrepareParams) -> None:
     started = time.perf_counter()
     settings = params.data
     raw = read_source(settings.source, settings.on_bad_image, settings.classes)
@@ -62,4 +69,4 @@ def main(params: Params) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, PrepareParams)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 
 from stages.common.cli import run_command
-from stages.common.params import PARAMS_FILE, read_params_file
 from stages.common.presets import load_preset, overrides, reading
+from stages.common.stage_params import PARAMS_FILE, read_params_file
 
 
 def main() -> None:

@@ -46,7 +46,8 @@ from stages.common.errors import ParamsError, StageError, first_line
 from stages.common.io import save_figure, write_json, write_text
 from stages.common.layout import STUDIES_DIR, SWEEPS_DIR, paths
 from stages.common.overrides import with_overrides
-from stages.common.params import Distribution, Params, parse_params, set_dotted
+from stages.common.params import Params, parse_params, set_dotted
+from stages.common.params_tuning import Distribution
 from stages.common.trial import (
     ENV_OBJECTIVE,
     ENV_STORAGE,

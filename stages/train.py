@@ -16,8 +16,9 @@ import shutil
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 
-from stages.common.checkpoint import CheckpointInfo, ModelCheckpoint, fingerprint
+from stages.common.checkpoint import CheckpointInfo, ModelCheckpoint
 from stages.common.cli import run_stage
 from stages.common.dataset import load_prepared
 from stages.common.engine import Trainer, TrainResult, TrainRun
@@ -26,18 +27,44 @@ from stages.common.freezing import Freezer
 from stages.common.io import read_json, writable, write_json
 from stages.common.layout import MANIFEST_FILE, paths
 from stages.common.models import build_model, count_parameters
-from stages.common.params import Params
+from stages.common.param_types import Seed
+from stages.common.params_training import (
+    ModelParams,
+    TrainParams,
+    check_training,
+    learning_rate,
+    misplaced_training_key,
+)
+from stages.common.params_tuning import TuneParams
+from stages.common.resume import fingerprint
 from stages.common.runtime import Distributed
+from stages.common.stage_params import NamedModels, StageParams, model_entry
 from stages.common.trial import drop_inherited_metrics, trial_reporter
 
 log = logging.getLogger("train")
 
 
-def train(params: Params, name: str) -> None:
+class TrainStageParams(StageParams):
+    """`tune` is read inside a sweep's trial only (its pruner), so dvc.yaml does not list it."""
+
+    seed: Seed
+    train: TrainParams
+    models: NamedModels[ModelParams]
+    tune: TuneParams
+
+    def check(self) -> None:
+        check_training(self.train, self.models)
+
+    @classmethod
+    def explain(cls, error: ValidationError) -> str:
+        return misplaced_training_key(error, cls) or super().explain(error)
+
+
+def train(params: TrainStageParams, name: str) -> None:
     distributed = Distributed.from_env()
-    spec = params.model(name)
+    spec = model_entry(params.models, name)
     train_params = params.train
-    lr = params.learning_rate(name)
+    lr = learning_rate(train_params, spec)
     where = paths(name)
     outputs = [where.checkpoint, where.train_metrics, where.live_dir / "metrics.json"]
     for output in [*outputs, where.resume_dir / "resume.safetensors"]:
@@ -152,7 +179,7 @@ def log_to_live(live, metrics: dict[str, float]) -> None:
     live.next_step()
 
 
-def main(params: Params) -> None:
+def main(params: TrainStageParams) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="a key of `models` in params.yaml")
     args = parser.parse_args()
@@ -164,4 +191,4 @@ def main(params: Params) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, TrainStageParams)

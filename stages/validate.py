@@ -8,18 +8,25 @@ from __future__ import annotations
 
 import logging
 
+from pydantic import Field
+
 from stages.common.cli import run_stage
 from stages.common.data_checks import validate
 from stages.common.dataset import load_prepared
 from stages.common.errors import DataError
 from stages.common.io import read_json, write_json
 from stages.common.layout import MANIFEST_FILE, VALIDATE_METRICS, VALIDATION_REPORT
-from stages.common.params import Params
+from stages.common.params_data import ValidateParams
+from stages.common.stage_params import StageParams
 
 log = logging.getLogger("validate")
 
 
-def main(params: Params) -> None:
+class ValidateStageParams(StageParams):
+    validate_: ValidateParams = Field(alias="validate")
+
+
+def main(params: ValidateStageParams) -> None:
     data = load_prepared()
     report = validate(data, read_json(MANIFEST_FILE), params.validate_)
     for warning in report.warnings:
@@ -48,4 +55,4 @@ def main(params: Params) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, ValidateStageParams)

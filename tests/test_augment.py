@@ -16,7 +16,7 @@ from stages.common.augment import (
 )
 from stages.common.checkpoint import Preprocessing
 from stages.common.inference import DeviceInput
-from stages.common.params import AugmentParams
+from stages.common.params_training import AugmentParams
 from tests import synthetic
 from tests.conftest import shipped
 

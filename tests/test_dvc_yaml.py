@@ -16,6 +16,17 @@ from tests.conftest import ROOT
 
 PIPELINE = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 STAGES = PIPELINE["stages"]
+# what starting any stage takes: the entry point, errors, timing, the allocator, reading params
+PLUMBING = {
+    "stages/common/allocator.py",
+    "stages/common/cli.py",
+    "stages/common/durations.py",
+    "stages/common/errors.py",
+    "stages/common/param_types.py",
+    "stages/common/stage_params.py",
+    "stages/common/validation_errors.py",
+    "stages/common/yamlfile.py",
+}
 
 
 def test_packages_hold_no_code():
@@ -31,6 +42,23 @@ def test_code_deps_are_the_complete_import_closure(name):
         f"dvc.yaml stage {name}: missing {problems[0]}, not imported {problems[1]}; "
         "run: python scripts/dvc_deps.py"
     )
+
+
+def test_the_rerun_table_in_the_docs_is_current():
+    document = dvc_deps.RERUN_DOC.read_text()
+    assert dvc_deps.with_table(document, dvc_deps.rerun_table(PIPELINE)) == document, (
+        "docs/pipeline.md's rerun table is stale; run: python scripts/dvc_deps.py"
+    )
+
+
+def test_only_the_plumbing_re_runs_every_stage():
+    """Editing a module of a concern (the training schema, the checkpoint format, the plots)
+    re-runs the stages of that concern, never the whole graph."""
+    every = len(STAGES)
+    everywhere = {
+        path for path, stages in dvc_deps.reruns(PIPELINE).items() if len(stages) == every
+    }
+    assert everywhere == PLUMBING
 
 
 def test_the_deps_writer_keeps_other_deps_and_their_place():

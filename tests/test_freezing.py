@@ -12,7 +12,7 @@ from torch import nn
 from stages.common.errors import ParamsError
 from stages.common.freezing import Freezer, freeze_batchnorm_stats, parameter_groups
 from stages.common.optim import build_optimizer, build_scheduler
-from stages.common.params import FreezingParams
+from stages.common.params_training import FreezingParams
 from tests.conftest import TINY_MODELS, shipped
 
 ARCHS = sorted(TINY_MODELS.values())

@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from stages.common.errors import ParamsError
-from stages.common.params import parse_params
+from stages.common.params import Params, parse_params
+from stages.common.stage_params import SECTIONS
 from tests import synthetic
 from tests.conftest import (
     ROOT,
@@ -181,13 +182,33 @@ def test_invalid_yaml_is_one_line_with_the_right_line(project):
     assert line <= reported <= line + 1, (line, lines[0])
 
 
-def test_typo_in_another_section_stops_every_stage(project):
+def test_a_stage_checks_the_sections_it_reads_and_check_params_all(project):
+    """A typo in `models` stops train (and run.sh's check) with one line; prepare, which does
+    not read `models`, is not its business (editing one section's schema re-runs only the
+    stages that read it: stages/common/stage_params.py)."""
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["models"]["vit"]["freezing"]["stratgy"] = "none"
     (project / "params.yaml").write_text(yaml.safe_dump(params))
-    result = run_module(project, "stages.prepare")
-    assert result.returncode == 2
-    assert "models.vit.freezing.stratgy: unknown key (did you mean 'strategy'?)" in result.stderr
+    expected = "error: models.vit.freezing.stratgy: unknown key (did you mean 'strategy'?)"
+    assert run_module(project, "stages.prepare").returncode == 0
+    for command in (["stages.train", "resnet"], ["stages.check_params"]):
+        result = run_module(project, *command)
+        assert result.returncode == 2, command
+        assert result.stderr.strip().splitlines()[-1] == expected, command
+    assert not (project / "models").exists()
+
+
+def test_an_unknown_section_stops_every_stage(project):
+    text = (project / "params.yaml").read_text().replace("train:", "trian:\n  x: 1\ntrain:", 1)
+    (project / "params.yaml").write_text(text)
+    for stage in ("stages.prepare", "stages.export"):
+        result = run_module(project, stage)
+        assert result.returncode == 2, stage
+        assert result.stderr.strip() == "error: trian: unknown key (did you mean 'train'?)"
+
+
+def test_every_section_is_known_to_the_stages():
+    assert tuple(field.alias or name for name, field in Params.model_fields.items()) == SECTIONS
 
 
 def test_check_params_accepts_the_shipped_file(project):

@@ -19,7 +19,7 @@ from stages.common import corruptions as c
 from stages.common.dataset import load_prepared
 from stages.common.inference import load_model
 from stages.common.layout import PREPARED_FILE, paths
-from stages.common.params import CorruptionName
+from stages.common.params_evaluation import CorruptionName
 from stages.common.robustness import chosen_test_images, evaluate_robustness
 from tests import synthetic
 from tests.conftest import shipped

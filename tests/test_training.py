@@ -18,10 +18,11 @@ import pytest
 import timm
 import torch
 
-from stages.common.checkpoint import ModelCheckpoint, load_resume_state
+from stages.common.checkpoint import ModelCheckpoint
 from stages.common.engine import Trainer, TrainingInterrupted
 from stages.common.estimate import generated_run
 from stages.common.optim import build_scheduler
+from stages.common.resume import load_resume_state
 from tests import synthetic
 from tests.conftest import (
     run_module,

@@ -13,7 +13,7 @@ from stages.common.data_checks import (
     validate,
 )
 from stages.common.dataset import PreparedData, Split
-from stages.common.params import ValidateParams
+from stages.common.params_data import ValidateParams
 from stages.common.sources import RawDataset
 from stages.common.splitting import build_prepared
 from tests import synthetic

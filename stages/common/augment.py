@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 from torchvision.transforms import v2
 
-from stages.common.params import AugmentParams
+from stages.common.params_training import AugmentParams
 
 _SEED_STRIDE = 1_000_003
 

@@ -1,20 +1,13 @@
-"""The model file a train stage outputs, and the resumable state it keeps while it runs.
+"""The model file a train stage outputs.
 
 A model file is ``models/<name>/model.safetensors``: the weights under their usual names (timm
 can load it as pretrained weights too) and, in the safetensors header, this project's metadata
 as JSON (architecture, classes, preprocessing, data hash, best epoch, params). Nothing in it is
 code, so a model pulled from a shared remote cannot run anything when loaded.
-
-Resume design: the resumable state lives in ``checkpoints/<name>/resume.safetensors``, *not* a
-DVC output, keyed by a fingerprint of everything that shapes the run (params, data hash, code).
-A killed run re-run with the same fingerprint continues from its last completed epoch; any
-change starts fresh. Because no output is ``persist: true``, DVC's run-cache keeps working.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +16,10 @@ from typing import Annotated, Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError
 
-from stages.common.closure import ROOT, import_closure
 from stages.common.errors import DataError
 from stages.common.io import read_json
-from stages.common.params import TtaMode
-from stages.common.tensorio import load_tensors, load_tree, save_tensors, save_tree
+from stages.common.param_types import TtaMode
+from stages.common.tensorio import load_tensors, save_tensors
 
 log = logging.getLogger(__name__)
 METADATA_KEY = "cifar10_dvc"
@@ -133,34 +125,3 @@ class ModelCheckpoint:
         if info.format != FORMAT_VERSION:
             raise DataError(f"{path}: checkpoint format {info.format}, expected {FORMAT_VERSION}")
         return cls(info, weights)
-
-
-def fingerprint(settings: dict[str, Any], module: str = "stages.train") -> str:
-    """A hash of ``settings`` (JSON-able) and of the code ``module`` runs (its import closure:
-    editing a plot helper or the report does not throw away a half-finished training run)."""
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-    for name in import_closure(module):
-        digest.update(name.encode())
-        digest.update((ROOT / name).read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def save_resume_state(path: Path, state: dict[str, Any]) -> None:
-    save_tree(path, state)
-
-
-def load_resume_state(path: Path, expected_fingerprint: str) -> dict[str, Any] | None:
-    """The saved state if it belongs to this exact run; None (and why) otherwise."""
-    if not path.is_file():
-        return None
-    try:
-        state = load_tree(path)
-        saved = state["fingerprint"]
-    except (DataError, KeyError, TypeError) as error:
-        log.warning("%s is unusable (%s); refusing it and starting fresh", path, error)
-        return None
-    if saved != expected_fingerprint:
-        log.info("%s is from other params or code (%s); starting fresh", path, saved)
-        return None
-    log.info("resuming from %s after epoch %d", path, state["epoch"])
-    return state

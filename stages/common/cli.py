@@ -11,10 +11,10 @@ from pathlib import Path
 
 import psutil
 
+from stages.common.allocator import keep_freed_memory
 from stages.common.durations import duration
 from stages.common.errors import StageError, Terminated
-from stages.common.params import Params, load_params
-from stages.common.runtime import keep_freed_memory
+from stages.common.stage_params import Loaded, load_stage_params
 
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 
@@ -48,15 +48,15 @@ def run_command(main: Callable[[], None]) -> None:
         sys.exit(1)
 
 
-def run_stage(main: Callable[[Params], None], load: Callable[[], Params] = load_params) -> None:
-    """Load params.yaml, call ``main(params)`` and say how long the stage took from the
-    process's start (what a run costs, stage by stage, Python's start-up and imports
-    included); a StageError exits with one clear line."""
+def run_stage(main: Callable[[Loaded], None], sections: type[Loaded]) -> None:
+    """Check the ``sections`` of params.yaml the stage reads, call ``main(params)`` and say how
+    long the stage took from the process's start (what a run costs, stage by stage, Python's
+    start-up and imports included); a StageError exits with one clear line."""
     process_started = psutil.Process().create_time()
     started = time.time()
 
     def timed() -> None:
-        main(load())
+        main(load_stage_params(sections))
         name = Path(sys.argv[0]).name.removesuffix(".py").removeprefix("stages.")
         stage = " ".join([name, *sys.argv[1:]])
         now = time.time()

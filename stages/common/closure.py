@@ -1,7 +1,7 @@
 """The project files a module runs: its import closure within stages/, found by reading the
 sources (imports under ``if TYPE_CHECKING:`` do not count). It decides what a stage's
 result depends on: dvc.yaml's code deps (scripts/dvc_deps.py writes them) and the fingerprint
-that says whether a half-finished training run may resume (stages/common/checkpoint.py)."""
+that says whether a half-finished training run may resume (stages/common/resume.py)."""
 
 from __future__ import annotations
 

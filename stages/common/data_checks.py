@@ -13,7 +13,7 @@ from stages.common.cifar10 import IMAGE_SHAPE
 from stages.common.cifar10 import MEAN as REFERENCE_MEAN
 from stages.common.cifar10 import STD as REFERENCE_STD
 from stages.common.dataset import SPLITS, PreparedData
-from stages.common.params import ValidateParams
+from stages.common.params_data import ValidateParams
 
 CHUNK = 8192
 

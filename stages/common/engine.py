@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from stages.common.augment import AugmentedImages, BatchMixer, EpochIndices, whole_batch
-from stages.common.checkpoint import Preprocessing, load_resume_state, save_resume_state
+from stages.common.checkpoint import Preprocessing
 from stages.common.dataset import PreparedData
 from stages.common.errors import ParamsError, StageError
 from stages.common.freezing import Freezer, freeze_batchnorm_stats
@@ -27,7 +27,8 @@ from stages.common.inference import DeviceInput, predict_logits
 from stages.common.metrics import classification_metrics
 from stages.common.models import count_parameters, to_channels_last
 from stages.common.optim import build_optimizer, build_scheduler, warmup_epochs
-from stages.common.params import TrainParams
+from stages.common.params_training import TrainParams
+from stages.common.resume import load_resume_state, save_resume_state
 from stages.common.runtime import Distributed, autocast, available_cpus, loader_workers, use_amp
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from stages.common.dataset import PreparedData
 from stages.common.inference import LoadedModel, predict_logits
 from stages.common.io import copy_file, save_figure, write_atomic, write_json
 from stages.common.layout import ModelPaths
-from stages.common.params import EvaluateParams
+from stages.common.params_evaluation import EvaluateParams
 from stages.common.robustness import Robustness, evaluate_robustness
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from timm.models import group_parameters
 from torch import nn
 
 from stages.common.errors import ParamsError
-from stages.common.params import FreezingParams
+from stages.common.params_training import FreezingParams
 
 
 def parameter_groups(model: nn.Module) -> list[list[str]]:

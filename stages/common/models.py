@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import timm
 import torch
@@ -23,7 +24,9 @@ from stages.common import cifar_nets  # noqa: F401  (registers the CIFAR-native 
 from stages.common.checkpoint import Preprocessing
 from stages.common.cifar10 import MEAN, STD
 from stages.common.errors import ParamsError, first_line
-from stages.common.params import ModelParams
+
+if TYPE_CHECKING:  # evaluate and export rebuild models from checkpoints, not from params
+    from stages.common.params_training import ModelParams
 
 NATIVE_SIZE = 32
 

@@ -12,7 +12,7 @@ from timm.scheduler.scheduler import Scheduler
 from torch import nn
 
 from stages.common.muon import MuonSGD, takes_muon
-from stages.common.params import TrainParams
+from stages.common.params_training import TrainParams
 
 
 def build_optimizer(

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from stages.common.errors import ParamsError, first_line
-from stages.common.params import PARAMS_FILE, Params, parse_params, read_params_file
+from stages.common.params import Params, parse_params
+from stages.common.stage_params import PARAMS_FILE, read_params_file
 from stages.common.validation_errors import suggestion
 
 QUOTING_HINT = (

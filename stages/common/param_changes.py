@@ -23,8 +23,9 @@ import yaml
 
 from stages.common.io import write_text
 from stages.common.overrides import Overridden, scratch_params
-from stages.common.params import PARAMS_FILE, parse_params, read_params_file
+from stages.common.params import parse_params
 from stages.common.presets import REPLACED_WHOLE, Preset, overrides, reading
+from stages.common.stage_params import PARAMS_FILE, read_params_file
 
 WORKSPACE = "workspace"
 LAST_RUN = Path(".dvc/tmp/run.sh.params.yaml")  # params.yaml as run.sh's last run wrote it

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from stages.common.errors import StageError
-from stages.common.params import PARAMS_FILE
+from stages.common.stage_params import PARAMS_FILE
 
 Action = Literal["run", "cached", "restore"]  # restore: DVC's run-cache has its outputs
 

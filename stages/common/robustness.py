@@ -18,7 +18,7 @@ from tqdm import tqdm
 from stages.common.corruptions import CORRUPTIONS, corrupt
 from stages.common.dataset import Split
 from stages.common.inference import LoadedModel, predict_logits
-from stages.common.params import EvaluateParams
+from stages.common.params_evaluation import EvaluateParams
 
 log = logging.getLogger(__name__)
 

@@ -1,13 +1,10 @@
-"""What the machine offers: the device, usable CPUs, bf16 support, the allocator setting that
-keeps CPU training from paying page faults on every step, and this process's place in a
-distributed (torchrun) run."""
+"""What the machine offers: the device, usable CPUs, bf16 support, and this process's place in
+a distributed (torchrun) run."""
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,11 +14,6 @@ if TYPE_CHECKING:  # the data stages use this module and should not pay torch's 
 
 log = logging.getLogger(__name__)
 MAX_AUTO_WORKERS = 8
-
-# glibc mallopt parameters (malloc.h)
-_M_TRIM_THRESHOLD = -1
-_M_TOP_PAD = -2
-_M_MMAP_MAX = -4
 
 
 def available_cpus() -> int:
@@ -84,24 +76,6 @@ def autocast(device: torch.device, enabled: bool):
     import torch
 
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
-def keep_freed_memory() -> None:
-    """Ask glibc to keep freed memory instead of returning it to the OS after every step.
-
-    By default large tensors are mmap-ed and unmapped each step, so every training step
-    page-faults its activations in again: on the 2-core development VM that was 420k faults
-    and 7% of CPU time per 10k images (benchmarks/cpu_recipe.py). No-op off glibc.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    settings = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1), (_M_TOP_PAD, 256 << 20))
-    if all(libc.mallopt(option, value) == 1 for option, value in settings):
-        log.debug("glibc malloc: no mmap, no trimming")
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from stages.common.cifar10 import CLASSES, IMAGES_PER_CLASS
 from stages.common.dataset import PreparedData, Split
 from stages.common.errors import DataError
 from stages.common.io import write_json
-from stages.common.params import DataParams
+from stages.common.params_data import DataParams
 from stages.common.sources import RawDataset, count_training_images
 
 LARGEST_SEARCHED = 100_000  # per-class counts searched for the smallest workable one

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from stages.common.layout import METRICS_DIR, PREPARE_METRICS, VALIDATE_METRICS, paths
-from stages.common.params import TuneParams
+from stages.common.params_tuning import TuneParams
 
 log = logging.getLogger(__name__)
 
