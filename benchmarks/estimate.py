@@ -1,13 +1,12 @@
 """How close run.sh's cost estimate comes to the training it estimates, on this machine, idle
 or busy.
 
-For a preset (default: cpu) on the real data, a scratch project is prepared, the estimate is
-made exactly as `run.sh` makes it (stages/common/estimate.py, for the prepared split sizes),
-then the train stage runs for real; its training seconds (train_minutes: the epochs'
-training steps, without validation) are set against the estimate of those steps, and the
-whole stage's seconds are reported beside them. With
-``--busy N``, N processes spin on the CPU for the whole benchmark (a laptop doing other work;
-one per core is what issue 30 asks about). Prints JSON.
+For a preset (default: cpu) on the real data, a scratch project is prepared, the estimate is made
+exactly as `run.sh` makes it (stages/common/preflight/cost_estimate.py, for the prepared split
+sizes), then the train stage runs for real; its training seconds (train_minutes: the epochs'
+training steps, without validation) are set against the estimate of those steps, and the whole
+stage's seconds are reported beside them. With ``--busy N``, N processes spin on the CPU for the
+whole benchmark (a laptop doing other work; one per core is what issue 30 asks about). Prints JSON.
 
     python -m benchmarks.estimate --preset cpu --per-class 1000 --epochs 2
     python -m benchmarks.estimate --preset smoke --per-class 200 --epochs 1 --busy 2
@@ -69,8 +68,8 @@ def main() -> None:
         here = Path.cwd()
         os.chdir(project)
         try:
-            from stages.common.estimate import estimate_model
-            from stages.common.params import load_params
+            from stages.common.config.params import load_params
+            from stages.common.preflight.cost_estimate import estimate_model
 
             params = load_params()
             counts = json.loads(Path("metrics/prepare.json").read_text())

@@ -37,7 +37,7 @@ from benchmarks.throughput import (
     synchronize,
     training_loop,
 )
-from stages.common.runtime import loader_workers
+from stages.common.plumbing.machine import loader_workers
 
 FULL = {"resnet50": 128, "efficientnet_b0": 128, "vit_base_patch16_224": 128}
 QUICK = {"test_resnet": 16, "test_efficientnet": 16, "test_vit": 16}

@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from stages.common.overrides import with_overrides
-from stages.common.presets import load_preset, overrides, reading
+from stages.common.config.overrides import with_overrides
+from stages.common.config.presets import load_preset, overrides, reading
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stages.common.corruptions import NAMES, SEVERITIES, corrupt
-from stages.common.inference import DeviceInput, inference_device, predict_logits
-from stages.common.models import create_architecture, resolve_preprocessing
+from stages.common.evaluation.corruptions import NAMES, SEVERITIES, corrupt
+from stages.common.models.factory import create_architecture, resolve_preprocessing
+from stages.common.models.inference import DeviceInput, inference_device, predict_logits
 
 ROOT = Path(__file__).resolve().parents[1]
 

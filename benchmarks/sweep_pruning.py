@@ -22,7 +22,7 @@ from pathlib import Path
 import optuna
 
 from benchmarks.pipeline import ROOT, SHARED_DATA, scratch_project
-from stages.common.presets import hydra_value
+from stages.common.config.presets import hydra_value
 
 SPACE = {
     "train.lr": {"type": "float", "low": 0.01, "high": 3.0, "log": True},

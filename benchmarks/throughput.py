@@ -8,7 +8,7 @@ Input pipeline, both producing normalised float batches of (B, 3, 224, 224) on t
   ToTensor + RandomErasing + Normalize, per sample in DataLoader workers, then copied over;
 - ours: the 'aggressive' strategy (crop, flip, colour jitter, affine, erasing) on 32 px uint8
   tensors in the same number of workers, then one batched resize + normalise on the device.
-Training loop: stages.common.engine.Trainer.train_epoch against forward/backward/step over
+Training loop: stages.common.training.trainer.Trainer.train_epoch against forward/backward/step over
 pre-made device tensors, same model, batch size, optimizer, autocast and memory format.
 """
 
@@ -29,16 +29,16 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
 from torchvision import transforms as v1
 
-from stages.common.augment import AugmentedImages, EpochIndices, whole_batch
-from stages.common.checkpoint import Preprocessing
-from stages.common.cifar10 import MEAN, STD
-from stages.common.dataset import PreparedData, Split
-from stages.common.engine import Trainer, TrainRun
-from stages.common.freezing import Freezer
-from stages.common.inference import DeviceInput
-from stages.common.params import load_params
-from stages.common.params_training import FreezingParams, TrainParams
-from stages.common.runtime import autocast
+from stages.common.config.params import load_params
+from stages.common.config.training import FreezingParams, TrainParams
+from stages.common.data.cifar10 import MEAN, STD
+from stages.common.data.prepared import PreparedData, Split
+from stages.common.models.checkpoint import Preprocessing
+from stages.common.models.inference import DeviceInput
+from stages.common.plumbing.machine import autocast
+from stages.common.training.augment import AugmentedImages, EpochIndices, whole_batch
+from stages.common.training.freezing import Freezer
+from stages.common.training.trainer import Trainer, TrainRun
 
 ROOT = Path(__file__).resolve().parents[1]
 REPEATS = 3

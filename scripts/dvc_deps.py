@@ -22,7 +22,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the closure is the project's
 
-from stages.common.closure import import_closure  # noqa: E402
+from stages.common.plumbing.import_graph import import_closure  # noqa: E402
 
 PIPELINE = ROOT / "dvc.yaml"
 RERUN_DOC = ROOT / "docs" / "pipeline.md"

@@ -17,13 +17,13 @@ import logging
 import os
 from pathlib import Path
 
-from stages.common.cifar10 import CLASSES
-from stages.common.cli import run_command
-from stages.common.errors import DataError, ParamsError
-from stages.common.overrides import with_overrides
-from stages.common.params import Params
-from stages.common.sources import survey_source
-from stages.common.splitting import expected_split_sizes, source_train_counts, split_problem
+from stages.common.config.overrides import with_overrides
+from stages.common.config.params import Params
+from stages.common.data.cifar10 import CLASSES
+from stages.common.data.sources import survey_source
+from stages.common.data.splitting import expected_split_sizes, source_train_counts, split_problem
+from stages.common.plumbing.command import run_command
+from stages.common.plumbing.errors import DataError, ParamsError
 
 log = logging.getLogger("check_params")
 SMALL_VALIDATION = 100  # fewer validation images than this: one is more than 1% of accuracy
@@ -74,8 +74,13 @@ def check_source(params: Params) -> None:
 
 def check_model(params: Params, name: str) -> None:
     # imported here, after the cheap checks: timm's import takes seconds, a typo's error not
-    from stages.common.freezing import Freezer
-    from stages.common.models import check_arch, check_weights_file, create_architecture, input_size
+    from stages.common.models.factory import (
+        check_arch,
+        check_weights_file,
+        create_architecture,
+        input_size,
+    )
+    from stages.common.training.freezing import Freezer
 
     spec = params.models[name]
     key = f"models.{name}"
@@ -122,7 +127,7 @@ def warn_small_validation(params: Params) -> None:
 def check_searched_architectures(params: Params) -> None:
     """Every architecture a sweep may propose builds (the schema takes any name; a bad one
     failed every trial that drew it, each with a traceback)."""
-    from stages.common.models import check_arch
+    from stages.common.models.factory import check_arch
 
     for key, distribution in params.tune.space.items():
         parts = key.split(".")

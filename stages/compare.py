@@ -18,13 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from stages.common import metrics as m
-from stages.common import plots
-from stages.common.checkpoint import InferenceSettings, ModelCheckpoint
-from stages.common.cli import run_stage
-from stages.common.errors import DataError, first_line
-from stages.common.io import NPZ_ERRORS, read_json, save_figure, write_json, write_text
-from stages.common.layout import (
+from stages.common.config.evaluation import CompareParams, EvaluateParams
+from stages.common.evaluation import metrics as m
+from stages.common.evaluation import plots
+from stages.common.models.checkpoint import InferenceSettings, ModelCheckpoint
+from stages.common.plumbing.command import run_stage
+from stages.common.plumbing.errors import DataError, first_line
+from stages.common.plumbing.files import NPZ_ERRORS, read_json, save_figure, write_json, write_text
+from stages.common.plumbing.output_paths import (
     COMPARE_DETAILS,
     COMPARE_METRICS,
     COMPARE_PLOTS,
@@ -32,8 +33,7 @@ from stages.common.layout import (
     RELEASE_CHECKPOINT,
     paths,
 )
-from stages.common.params_evaluation import CompareParams, EvaluateParams
-from stages.common.stage_params import NamedModels, StageParams
+from stages.common.plumbing.stage_params import NamedModels, StageParams
 
 log = logging.getLogger("compare")
 ENSEMBLE = "ensemble"

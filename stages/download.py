@@ -14,10 +14,10 @@ from pathlib import Path
 
 from torchvision.datasets.utils import check_md5, download_url
 
-from stages.common.cli import run_stage
-from stages.common.errors import DataError, ParamsError, first_line
-from stages.common.params_data import Download
-from stages.common.stage_params import StageParams
+from stages.common.config.data import Download
+from stages.common.plumbing.command import run_stage
+from stages.common.plumbing.errors import DataError, ParamsError, first_line
+from stages.common.plumbing.stage_params import StageParams
 
 log = logging.getLogger("download")
 

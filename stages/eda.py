@@ -5,15 +5,15 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from stages.common import eda
-from stages.common.cli import run_stage
-from stages.common.data_checks import channel_stats
-from stages.common.dataset import SPLITS, load_prepared
-from stages.common.io import save_figure, write_json, write_text
-from stages.common.layout import EDA_DETAILS, EDA_PLOTS, EDA_REPORT
-from stages.common.param_types import Seed
-from stages.common.params_data import EdaParams
-from stages.common.stage_params import StageParams
+from stages.common.config.data import EdaParams
+from stages.common.data import profile
+from stages.common.data.checks import channel_stats
+from stages.common.data.prepared import SPLITS, load_prepared
+from stages.common.plumbing.command import run_stage
+from stages.common.plumbing.files import save_figure, write_json, write_text
+from stages.common.plumbing.output_paths import EDA_DETAILS, EDA_PLOTS, EDA_REPORT
+from stages.common.plumbing.param_types import Seed
+from stages.common.plumbing.stage_params import StageParams
 
 log = logging.getLogger("eda")
 
@@ -26,10 +26,10 @@ class EdaStageParams(StageParams):
 def main(params: EdaStageParams) -> None:
     data = load_prepared()
     figures = {
-        "class_balance.png": eda.class_balance_figure(data),
-        "channel_histograms.png": eda.channel_histogram_figure(data, params.eda.hist_bins),
-        "samples.png": eda.sample_grid_figure(data, params.eda.samples_per_class, params.seed),
-        "class_means.png": eda.class_mean_figure(data),
+        "class_balance.png": profile.class_balance_figure(data),
+        "channel_histograms.png": profile.channel_histogram_figure(data, params.eda.hist_bins),
+        "samples.png": profile.sample_grid_figure(data, params.eda.samples_per_class, params.seed),
+        "class_means.png": profile.class_mean_figure(data),
     }
     for name, figure in figures.items():
         save_figure(figure, EDA_PLOTS / name)
@@ -42,7 +42,7 @@ def main(params: EdaStageParams) -> None:
             "channel_mean": dict(zip("rgb", mean.round(4).tolist())),
             "channel_std": dict(zip("rgb", std.round(4).tolist())),
         }
-    per_class = eda.class_channel_stats(data)
+    per_class = profile.class_channel_stats(data)
     write_json(EDA_DETAILS, {"splits": split_stats, "train_per_class": per_class})
     write_text(EDA_REPORT, render_report(data.classes, split_stats, per_class, list(figures)))
     log.info("wrote %d plots to %s and the report %s", len(figures), EDA_PLOTS, EDA_REPORT)

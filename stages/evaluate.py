@@ -18,16 +18,16 @@ import argparse
 import logging
 from pathlib import Path
 
-from stages.common import evaluation, plots
-from stages.common.cli import run_stage
-from stages.common.dataset import load_prepared
-from stages.common.errors import DataError
-from stages.common.inference import LoadedModel, load_model
-from stages.common.io import read_json
-from stages.common.layout import MANIFEST_FILE, paths
-from stages.common.param_types import Seed
-from stages.common.params_evaluation import EvaluateParams
-from stages.common.stage_params import NamedModels, StageParams, model_entry
+from stages.common.config.evaluation import EvaluateParams
+from stages.common.data.prepared import load_prepared
+from stages.common.evaluation import model_evaluation, plots
+from stages.common.models.inference import LoadedModel, load_model
+from stages.common.plumbing.command import run_stage
+from stages.common.plumbing.errors import DataError
+from stages.common.plumbing.files import read_json
+from stages.common.plumbing.output_paths import MANIFEST_FILE, paths
+from stages.common.plumbing.param_types import Seed
+from stages.common.plumbing.stage_params import NamedModels, StageParams, model_entry
 
 log = logging.getLogger("evaluate")
 
@@ -44,21 +44,21 @@ class EvaluateStageParams(StageParams):
 def evaluate(
     params: EvaluateStageParams,
     checkpoint: Path,
-    outputs: evaluation.Outputs,
+    outputs: model_evaluation.Outputs,
     name: str,
     colour: object,
 ) -> None:
     data = load_prepared()
     loaded = load_model(checkpoint)
     check_fits(loaded, data.classes, checkpoint)
-    inference = evaluation.infer(loaded, data, params.evaluate, params.seed, name)
-    scores = evaluation.score(inference, data, params.evaluate)
+    inference = model_evaluation.infer(loaded, data, params.evaluate, params.seed, name)
+    scores = model_evaluation.score(inference, data, params.evaluate)
     title = f"{name} ({loaded.info.architecture})"
-    context = evaluation.FigureContext(
+    context = model_evaluation.FigureContext(
         loaded, data, params.evaluate, params.seed, name, title, colour
     )
-    figures = evaluation.draw(scores, context)
-    evaluation.write(outputs, inference, scores, figures, data)
+    figures = model_evaluation.draw(scores, context)
+    model_evaluation.write(outputs, inference, scores, figures, data)
     headline = scores.headline
     log.info(
         "%s: test accuracy %.4f, F1 %.4f, loss %.4f, ECE %.4f -> %.4f (T=%.2f), %.0f img/s",
@@ -99,11 +99,11 @@ def main(params: EvaluateStageParams) -> None:
         model_entry(params.models, args.model)  # a one-line error for an unknown name
         colour = plots.model_colour(list(params.models).index(args.model))
         where = paths(args.model)
-        outputs = evaluation.Outputs.of_model(where)
+        outputs = model_evaluation.Outputs.of_model(where)
         evaluate(params, where.checkpoint, outputs, args.model, colour)
     else:
         folder = args.out or args.checkpoint.parent / f"evaluation-{args.checkpoint.stem}"
-        outputs = evaluation.Outputs.in_folder(folder)
+        outputs = model_evaluation.Outputs.in_folder(folder)
         evaluate(params, args.checkpoint, outputs, args.checkpoint.stem, plots.model_colour(0))
         log.info("wrote %s", folder)
 

@@ -26,15 +26,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from stages.common.cli import run_stage
-from stages.common.dataset import load_prepared
-from stages.common.errors import DataError
-from stages.common.io import write_atomic, write_json
-from stages.common.layout import EXPORT_LATENCY, EXPORT_METRICS, ONNX_MODEL, RELEASE_CHECKPOINT
-from stages.common.onnx_export import export_onnx
-from stages.common.params_release import ExportParams
-from stages.common.serving import Released, load_released, onnx_session
-from stages.common.stage_params import StageParams
+from stages.common.config.release import ExportParams
+from stages.common.data.prepared import load_prepared
+from stages.common.plumbing.command import run_stage
+from stages.common.plumbing.errors import DataError
+from stages.common.plumbing.files import write_atomic, write_json
+from stages.common.plumbing.output_paths import (
+    EXPORT_LATENCY,
+    EXPORT_METRICS,
+    ONNX_MODEL,
+    RELEASE_CHECKPOINT,
+)
+from stages.common.plumbing.stage_params import StageParams
+from stages.common.release.onnx_export import export_onnx
+from stages.common.release.released_model import Released, load_released, onnx_session
 
 log = logging.getLogger("export")
 SCRATCH = Path(".dvc/tmp/export")  # DVC's own scratch space: no output, never in git

@@ -25,14 +25,14 @@ from typing import get_args
 import numpy as np
 from tqdm import tqdm
 
-from stages.common.checkpoint import InferenceSettings
-from stages.common.cli import run_command
-from stages.common.errors import ParamsError
-from stages.common.images import IMAGE_SUFFIXES, decode_image
-from stages.common.inference import LoadedModel, load_model, probabilities
-from stages.common.io import writable, write_atomic, write_json
-from stages.common.layout import paths
-from stages.common.param_types import TtaMode
+from stages.common.data.images import IMAGE_SUFFIXES, decode_image
+from stages.common.models.checkpoint import InferenceSettings
+from stages.common.models.inference import LoadedModel, load_model, probabilities
+from stages.common.plumbing.command import run_command
+from stages.common.plumbing.errors import ParamsError
+from stages.common.plumbing.files import writable, write_atomic, write_json
+from stages.common.plumbing.output_paths import paths
+from stages.common.plumbing.param_types import TtaMode
 
 log = logging.getLogger("predict")
 

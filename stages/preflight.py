@@ -5,12 +5,12 @@ the checks, the plan, the cost, and a stop for a run too slow for this machine.
         [--model M] [--sweep] [--from-workspace] [--allow-slow] [--dry-run] [--start FILE]
 
 1. The params: the committed params.yaml with the preset, --data, the -S overrides and EPOCHS
-   on top (stages/common/param_changes.py); every param that differs from the committed file
+   on top (stages/common/config/param_changes.py); every param that differs from the committed file
    is printed with where it came from.
 2. The checks of stages.check_params (every model buildable, the split possible).
-3. The plan: which stages will run, which DVC will skip (stages/common/plan.py).
+3. The plan: which stages will run, which DVC will skip (stages/common/preflight/plan.py).
 4. The cost: real training steps of every model whose training will run, timed on the device
-   it will use, scaled to the configured epochs (stages/common/estimate.py).
+   it will use, scaled to the configured epochs (stages/common/preflight/cost_estimate.py).
 5. Without a GPU, a run whose estimate is over an hour even at its fastest stops here with one
    line naming the ways on, unless --allow-slow (CIFAR10_ALLOW_SLOW=1) says to go ahead or the
    preset is made for this device (its `runs_on`). A dry run says so and exits 0.
@@ -30,10 +30,7 @@ import time
 from pathlib import Path
 
 from stages.check_params import check
-from stages.common.cli import run_command
-from stages.common.errors import ParamsError
-from stages.common.io import write_text
-from stages.common.param_changes import (
+from stages.common.config.param_changes import (
     Layer,
     RunParams,
     data_layer,
@@ -44,10 +41,13 @@ from stages.common.param_changes import (
     set_layer,
     start_run,
 )
-from stages.common.params import Params
-from stages.common.plan import PlannedStage, plan_run
-from stages.common.presets import Preset, load_preset
-from stages.common.splitting import expected_split_sizes
+from stages.common.config.params import Params
+from stages.common.config.presets import Preset, load_preset
+from stages.common.data.splitting import expected_split_sizes
+from stages.common.plumbing.command import run_command
+from stages.common.plumbing.errors import ParamsError
+from stages.common.plumbing.files import write_text
+from stages.common.preflight.plan import PlannedStage, plan_run
 
 log = logging.getLogger("preflight")
 ALLOW_SLOW_ENV = "CIFAR10_ALLOW_SLOW"
@@ -87,8 +87,8 @@ def models_to_train(planned: list[PlannedStage]) -> list[str]:
 def estimate(params: Params, names: list[str], trials: int) -> tuple[str, float, str]:
     """Print each model's estimate and the total; return the device, the total's fastest
     plausible seconds and how the total reads."""
-    from stages.common.durations import duration
-    from stages.common.estimate import estimate_model, spread_duration
+    from stages.common.plumbing.durations import duration
+    from stages.common.preflight.cost_estimate import estimate_model, spread_duration
 
     sizes = expected_split_sizes(params.data)
     if sizes is None:

@@ -7,15 +7,15 @@ import time
 
 import numpy as np
 
-from stages.common.cli import run_stage
-from stages.common.dataset import SPLITS, save_prepared
-from stages.common.io import write_json
-from stages.common.layout import MANIFEST_FILE, PREPARE_METRICS
-from stages.common.param_types import Seed
-from stages.common.params_data import DataParams
-from stages.common.sources import read_source
-from stages.common.splitting import build_prepared, subset_shortfall
-from stages.common.stage_params import StageParams
+from stages.common.config.data import DataParams
+from stages.common.data.prepared import SPLITS, save_prepared
+from stages.common.data.sources import read_source
+from stages.common.data.splitting import build_prepared, subset_shortfall
+from stages.common.plumbing.command import run_stage
+from stages.common.plumbing.files import write_json
+from stages.common.plumbing.output_paths import MANIFEST_FILE, PREPARE_METRICS
+from stages.common.plumbing.param_types import Seed
+from stages.common.plumbing.stage_params import StageParams
 
 log = logging.getLogger("prepare")
 

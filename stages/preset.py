@@ -2,16 +2,16 @@
 
     python -m stages.preset cpu [--data PATH]     # the overrides of run.sh --preset cpu --data PATH
 
-What a preset replaces and what it keeps: stages/common/presets.py.
+What a preset replaces and what it keeps: stages/common/config/presets.py.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from stages.common.cli import run_command
-from stages.common.presets import load_preset, overrides, reading
-from stages.common.stage_params import PARAMS_FILE, read_params_file
+from stages.common.config.presets import load_preset, overrides, reading
+from stages.common.plumbing.command import run_command
+from stages.common.plumbing.stage_params import PARAMS_FILE, read_params_file
 
 
 def main() -> None:

@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-from stages.common.cli import run_command
-from stages.common.errors import StageError, first_line
+from stages.common.plumbing.command import run_command
+from stages.common.plumbing.errors import StageError, first_line
 
 log = logging.getLogger("remote")
 

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stages.common.cli import run_command
-from stages.common.errors import DataError, first_line
-from stages.common.io import write_text
-from stages.common.layout import COMPARE_REPORT
+from stages.common.plumbing.command import run_command
+from stages.common.plumbing.errors import DataError, first_line
+from stages.common.plumbing.files import write_text
+from stages.common.plumbing.output_paths import COMPARE_REPORT
 
 log = logging.getLogger("report")
 MAX_IMAGES = 40

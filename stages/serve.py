@@ -3,9 +3,9 @@
     bash run.sh serve                                       # release/model.safetensors, :8000
     bash run.sh serve --model export/model.onnx --host 0.0.0.0 --port 8000
 
-The routes, the batcher and the model card: stages/common/service.py. What keeps it answering
-under hostile clients (deadlines for headers and bodies, a cap on connections, the body
-counted as it arrives, refusals logged once per kind): stages/common/http_guard.py.
+The routes, the batcher and the model card: stages/common/release/service.py. What keeps it
+answering under hostile clients (deadlines for headers and bodies, a cap on connections, the body
+counted as it arrives, refusals logged once per kind): stages/common/release/http_guard.py.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from pathlib import Path
 
 import uvicorn
 
-from stages.common.cli import run_command
-from stages.common.errors import ParamsError
-from stages.common.http_guard import Limits, RefusalLog, guarded_protocol, raise_file_limit
-from stages.common.layout import RELEASE_CHECKPOINT
-from stages.common.service import create_app, log, model_card
-from stages.common.serving import load_backend
+from stages.common.plumbing.command import run_command
+from stages.common.plumbing.errors import ParamsError
+from stages.common.plumbing.output_paths import RELEASE_CHECKPOINT
+from stages.common.release.http_guard import Limits, RefusalLog, guarded_protocol, raise_file_limit
+from stages.common.release.released_model import load_backend
+from stages.common.release.service import create_app, log, model_card
 
 
 def positive(option: str, value: float, most: float | None = None) -> None:

@@ -22,9 +22,9 @@ import textwrap
 from dataclasses import dataclass, field
 from typing import Any
 
-from stages.common.cli import run_command
-from stages.common.errors import ParamsError, StageError, first_line
-from stages.common.param_changes import flatten, short
+from stages.common.config.param_changes import flatten, short
+from stages.common.plumbing.command import run_command
+from stages.common.plumbing.errors import ParamsError, StageError, first_line
 
 MISSING = "-"
 NARROWEST = 40  # --width below this leaves no room for a table

@@ -41,14 +41,14 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 from optuna.visualization import matplotlib as optuna_plots
 
-from stages.common.cli import run_command
-from stages.common.errors import ParamsError, StageError, first_line
-from stages.common.io import save_figure, write_json, write_text
-from stages.common.layout import STUDIES_DIR, SWEEPS_DIR, paths
-from stages.common.overrides import with_overrides
-from stages.common.params import Params, parse_params, set_dotted
-from stages.common.params_tuning import Distribution
-from stages.common.trial import (
+from stages.common.config.overrides import with_overrides
+from stages.common.config.params import Params, parse_params, set_dotted
+from stages.common.config.tuning import Distribution
+from stages.common.plumbing.command import run_command
+from stages.common.plumbing.errors import ParamsError, StageError, first_line
+from stages.common.plumbing.files import save_figure, write_json, write_text
+from stages.common.plumbing.output_paths import STUDIES_DIR, SWEEPS_DIR, paths
+from stages.common.tuning.trial import (
     ENV_OBJECTIVE,
     ENV_STORAGE,
     ENV_STUDY,

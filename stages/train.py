@@ -18,28 +18,28 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
-from stages.common.checkpoint import CheckpointInfo, ModelCheckpoint
-from stages.common.cli import run_stage
-from stages.common.dataset import load_prepared
-from stages.common.engine import Trainer, TrainResult, TrainRun
-from stages.common.errors import DataError
-from stages.common.freezing import Freezer
-from stages.common.io import read_json, writable, write_json
-from stages.common.layout import MANIFEST_FILE, paths
-from stages.common.models import build_model, count_parameters
-from stages.common.param_types import Seed
-from stages.common.params_training import (
+from stages.common.config.training import (
     ModelParams,
     TrainParams,
     check_training,
     learning_rate,
     misplaced_training_key,
 )
-from stages.common.params_tuning import TuneParams
-from stages.common.resume import fingerprint
-from stages.common.runtime import Distributed
-from stages.common.stage_params import NamedModels, StageParams, model_entry
-from stages.common.trial import drop_inherited_metrics, trial_reporter
+from stages.common.config.tuning import TuneParams
+from stages.common.data.prepared import load_prepared
+from stages.common.models.checkpoint import CheckpointInfo, ModelCheckpoint
+from stages.common.models.factory import build_model, count_parameters
+from stages.common.plumbing.command import run_stage
+from stages.common.plumbing.errors import DataError
+from stages.common.plumbing.files import read_json, writable, write_json
+from stages.common.plumbing.machine import Distributed
+from stages.common.plumbing.output_paths import MANIFEST_FILE, paths
+from stages.common.plumbing.param_types import Seed
+from stages.common.plumbing.stage_params import NamedModels, StageParams, model_entry
+from stages.common.training.freezing import Freezer
+from stages.common.training.resume import fingerprint
+from stages.common.training.trainer import Trainer, TrainResult, TrainRun
+from stages.common.tuning.trial import drop_inherited_metrics, trial_reporter
 
 log = logging.getLogger("train")
 

@@ -10,14 +10,14 @@ import logging
 
 from pydantic import Field
 
-from stages.common.cli import run_stage
-from stages.common.data_checks import validate
-from stages.common.dataset import load_prepared
-from stages.common.errors import DataError
-from stages.common.io import read_json, write_json
-from stages.common.layout import MANIFEST_FILE, VALIDATE_METRICS, VALIDATION_REPORT
-from stages.common.params_data import ValidateParams
-from stages.common.stage_params import StageParams
+from stages.common.config.data import ValidateParams
+from stages.common.data.checks import validate
+from stages.common.data.prepared import load_prepared
+from stages.common.plumbing.command import run_stage
+from stages.common.plumbing.errors import DataError
+from stages.common.plumbing.files import read_json, write_json
+from stages.common.plumbing.output_paths import MANIFEST_FILE, VALIDATE_METRICS, VALIDATION_REPORT
+from stages.common.plumbing.stage_params import StageParams
 
 log = logging.getLogger("validate")
 

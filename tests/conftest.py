@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.common.cli import LOG_FORMAT
-from stages.common.params import Params, parse_params
+from stages.common.config.params import Params, parse_params
+from stages.common.plumbing.command import LOG_FORMAT
 from tests import synthetic
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from stages.common import cifar10
+from stages.common.data import cifar10
 
 CLASSES = list(cifar10.CLASSES)  # the real names, so data.classes: cifar10 accepts it
 

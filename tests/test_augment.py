@@ -6,7 +6,10 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
-from stages.common.augment import (
+from stages.common.config.training import AugmentParams
+from stages.common.models.checkpoint import Preprocessing
+from stages.common.models.inference import DeviceInput
+from stages.common.training.augment import (
     AugmentedImages,
     BatchMixer,
     CropFlip,
@@ -14,9 +17,6 @@ from stages.common.augment import (
     sample_transform,
     whole_batch,
 )
-from stages.common.checkpoint import Preprocessing
-from stages.common.inference import DeviceInput
-from stages.common.params_training import AugmentParams
 from tests import synthetic
 from tests.conftest import shipped
 

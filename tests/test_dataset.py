@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stages.common.dataset import Split, load_prepared, save_prepared
-from stages.common.errors import DataError
-from stages.common.sources import RawDataset
-from stages.common.splitting import build_prepared, expected_split_sizes, source_train_counts
+from stages.common.data.prepared import Split, load_prepared, save_prepared
+from stages.common.data.sources import RawDataset
+from stages.common.data.splitting import build_prepared, expected_split_sizes, source_train_counts
+from stages.common.plumbing.errors import DataError
 from tests import synthetic
 from tests.conftest import shipped
 

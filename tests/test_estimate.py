@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from stages.common import engine, estimate
-from stages.common.durations import duration
-from stages.common.engine import Trainer
-from stages.common.overrides import scratch_params
-from stages.common.params import Params, parse_params
-from stages.common.presets import load_preset, overrides
+from stages.common.config.overrides import scratch_params
+from stages.common.config.params import Params, parse_params
+from stages.common.config.presets import load_preset, overrides
+from stages.common.plumbing.durations import duration
+from stages.common.preflight import cost_estimate
+from stages.common.training import trainer
+from stages.common.training.trainer import Trainer
 from tests.conftest import ROOT, committed_text, shipped, tiny_training_params
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="times the CPU path")
@@ -34,8 +35,10 @@ def params():
 def test_a_small_net_is_timed_at_its_full_batch_and_scaled_to_the_run(params, monkeypatch):
     """Whether a step fits the budget depends on the machine's load (a loaded CI runner took 1 s
     for 2 images): an unbounded budget checks the growth to the full batch, not the timing."""
-    monkeypatch.setattr(estimate, "CPU_STEP_BUDGET", float("inf"))
-    result = estimate.estimate_model(params, "resnet", train_images=1000, val_images=100, epochs=3)
+    monkeypatch.setattr(cost_estimate, "CPU_STEP_BUDGET", float("inf"))
+    result = cost_estimate.estimate_model(
+        params, "resnet", train_images=1000, val_images=100, epochs=3
+    )
     assert result.device == "cpu" and result.arch == "test_resnet" and result.img_size == 32
     assert result.timed_batch == 32  # grown from 2 to 4, then 4x at a time, capped at the batch
     assert result.steps_per_epoch == 1000 // 32
@@ -49,9 +52,9 @@ def test_a_small_net_is_timed_at_its_full_batch_and_scaled_to_the_run(params, mo
 
 def test_a_slow_step_is_timed_on_a_few_images_and_scaled_per_image(params, monkeypatch):
     """A 224 px ResNet-50 takes seconds per image on a CPU: its full batch is not timed."""
-    monkeypatch.setattr(estimate, "CPU_STEP_BUDGET", 1e-9)
-    result = estimate.estimate_model(params, "vit", train_images=640, val_images=64, epochs=1)
-    assert result.timed_batch == estimate.FIRST_CPU_BATCH
+    monkeypatch.setattr(cost_estimate, "CPU_STEP_BUDGET", 1e-9)
+    result = cost_estimate.estimate_model(params, "vit", train_images=640, val_images=64, epochs=1)
+    assert result.timed_batch == cost_estimate.FIRST_CPU_BATCH
     assert result.steps_per_epoch == 20 and result.seconds.typical > 0
 
 
@@ -86,7 +89,7 @@ def busy_machine(monkeypatch, machine: BusyMachine) -> BusyMachine:
     (what it costs is the machine's to say; the estimate's arithmetic and the engine's loop
     are what is tested)."""
     clock = types.SimpleNamespace(perf_counter=machine.perf_counter, time=time_module.time)
-    for module in (estimate, engine):
+    for module in (cost_estimate, trainer):
         monkeypatch.setattr(module, "time", clock)
 
     def train_step(self, images, targets, step):
@@ -108,9 +111,9 @@ def preset_params(name: str, *changes: str) -> Params:
 
 def trained_seconds(params: Params, name: str, images: int, tmp_path) -> float:
     """What the engine's own training of ``images`` generated images takes (train_minutes)."""
-    run = estimate.generated_run(params, name, images)
-    trainer = Trainer(replace(run, state_path=tmp_path / f"{name}.state"))
-    return trainer.fit().train_seconds
+    run = cost_estimate.generated_run(params, name, images)
+    training = Trainer(replace(run, state_path=tmp_path / f"{name}.state"))
+    return training.fit().train_seconds
 
 
 # (fixed seconds per step, seconds per image, scheduler slice, jitter of the fixed part):
@@ -133,7 +136,7 @@ def test_on_a_busy_machine_the_smoke_estimate_stays_within_3x_of_the_training(
     busy_machine(monkeypatch, BusyMachine(*machine))
     params = preset_params("smoke", "train.epochs=2", "train.workers=0")
     for name in params.models:
-        guess = estimate.estimate_model(params, name, 640, 64, epochs=2)
+        guess = cost_estimate.estimate_model(params, name, 640, 64, epochs=2)
         actual = trained_seconds(params, name, 640, tmp_path)
         assert 1 / 3 <= guess.step_total.typical / actual <= 3, (name, guess, actual)
 
@@ -147,7 +150,7 @@ def test_on_a_busy_machine_the_cpu_recipe_estimate_stays_within_3x_of_the_traini
     machine: here the step is read off the line through smaller batches)."""
     busy_machine(monkeypatch, BusyMachine(*machine))
     params = preset_params("cpu", "train.epochs=2")
-    guess = estimate.estimate_model(params, "airbench", 2000, 100, epochs=2)
+    guess = cost_estimate.estimate_model(params, "airbench", 2000, 100, epochs=2)
     actual = trained_seconds(params, "airbench", 2000, tmp_path)
     assert 1 / 3 <= guess.step_total.typical / actual <= 3, (guess, actual)
 
@@ -167,7 +170,9 @@ def test_one_preempted_step_does_not_stop_the_batch_growing(params, monkeypatch)
         return real_step(self, images, targets, step)
 
     monkeypatch.setattr(Trainer, "train_step", first_timed_step_preempted)
-    result = estimate.estimate_model(params, "resnet", train_images=1000, val_images=100, epochs=3)
+    result = cost_estimate.estimate_model(
+        params, "resnet", train_images=1000, val_images=100, epochs=3
+    )
     assert result.timed_batch == 32
     assert result.step_seconds.typical < 0.5
 
@@ -175,7 +180,7 @@ def test_one_preempted_step_does_not_stop_the_batch_growing(params, monkeypatch)
 def test_every_model_builds_its_configured_input_size(params):
     sections = tiny_training_params()
     sections["models"]["vit"]["img_size"] = 48
-    result = estimate.estimate_model(shipped(**sections), "vit", 320, 32, 1)
+    result = cost_estimate.estimate_model(shipped(**sections), "vit", 320, 32, 1)
     assert result.img_size == 48
 
 

@@ -13,8 +13,13 @@ import pytest
 import torch
 import yaml
 
-from stages.common.checkpoint import METADATA_KEY, CheckpointInfo, ModelCheckpoint, Preprocessing
-from stages.common.tensorio import load_tensors, save_tensors
+from stages.common.models.checkpoint import (
+    METADATA_KEY,
+    CheckpointInfo,
+    ModelCheckpoint,
+    Preprocessing,
+)
+from stages.common.plumbing.tensor_files import load_tensors, save_tensors
 from tests import synthetic
 from tests.conftest import run_module, update_params
 

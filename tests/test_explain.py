@@ -7,7 +7,7 @@ import timm
 import torch
 from torch import nn
 
-from stages.common.explain import grad_cam, tsne_2d
+from stages.common.evaluation.explain import grad_cam, tsne_2d
 
 
 class RedDetector(nn.Module):

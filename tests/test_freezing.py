@@ -9,10 +9,10 @@ import timm
 import torch
 from torch import nn
 
-from stages.common.errors import ParamsError
-from stages.common.freezing import Freezer, freeze_batchnorm_stats, parameter_groups
-from stages.common.optim import build_optimizer, build_scheduler
-from stages.common.params_training import FreezingParams
+from stages.common.config.training import FreezingParams
+from stages.common.plumbing.errors import ParamsError
+from stages.common.training.freezing import Freezer, freeze_batchnorm_stats, parameter_groups
+from stages.common.training.optim import build_optimizer, build_scheduler
 from tests.conftest import TINY_MODELS, shipped
 
 ARCHS = sorted(TINY_MODELS.values())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from stages.common.inference import tta_logits
+from stages.common.models.inference import tta_logits
 
 
 class CountingLinear(nn.Module):

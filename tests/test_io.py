@@ -7,8 +7,8 @@ import stat
 
 import torch
 
-from stages.common.io import write_text
-from stages.common.tensorio import save_tensors
+from stages.common.plumbing.files import write_text
+from stages.common.plumbing.tensor_files import save_tensors
 
 
 def test_model_files_get_the_usual_mode_like_every_other_output(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.common import metrics as m
+from stages.common.evaluation import metrics as m
 from stages.compare import best_of, soft_vote
 
 

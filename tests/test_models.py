@@ -7,8 +7,8 @@ import logging
 import timm
 from safetensors.torch import save_file
 
-from stages.common.models import build_model
-from stages.common.params_training import ModelParams
+from stages.common.config.training import ModelParams
+from stages.common.models.factory import build_model
 
 
 def test_weights_from_a_file_load_without_timm_s_own_log_lines(tmp_path, caplog):

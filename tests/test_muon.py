@@ -8,9 +8,9 @@ import json
 import timm
 import torch
 
-import stages.common.cifar_nets  # noqa: F401  (registers airbench)
-from stages.common.muon import MuonSGD
-from stages.common.optim import build_optimizer, build_scheduler
+import stages.common.models.cifar_nets  # noqa: F401  (registers airbench)
+from stages.common.training.muon import MuonSGD
+from stages.common.training.optim import build_optimizer, build_scheduler
 from tests.conftest import run_module, shipped, update_params
 
 MUON = {"optimizer": "muon", "lr": 0.5, "muon_lr": 0.2, "muon_momentum": 0.6, "momentum": 0.85}

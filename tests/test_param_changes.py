@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.common import param_changes
-from stages.common.param_changes import (
+from stages.common.config import param_changes
+from stages.common.config.param_changes import (
     data_layer,
     describe_changes,
     epochs_layer,
@@ -19,7 +19,7 @@ from stages.common.param_changes import (
     set_layer,
     start_run,
 )
-from stages.common.presets import load_preset
+from stages.common.config.presets import load_preset
 from tests.conftest import ROOT, committed_text
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.common.errors import ParamsError
-from stages.common.params import Params, parse_params
-from stages.common.stage_params import SECTIONS
+from stages.common.config.params import Params, parse_params
+from stages.common.plumbing.errors import ParamsError
+from stages.common.plumbing.stage_params import SECTIONS
 from tests import synthetic
 from tests.conftest import (
     ROOT,
@@ -185,7 +185,7 @@ def test_invalid_yaml_is_one_line_with_the_right_line(project):
 def test_a_stage_checks_the_sections_it_reads_and_check_params_all(project):
     """A typo in `models` stops train (and run.sh's check) with one line; prepare, which does
     not read `models`, is not its business (editing one section's schema re-runs only the
-    stages that read it: stages/common/stage_params.py)."""
+    stages that read it: stages/common/plumbing/stage_params.py)."""
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["models"]["vit"]["freezing"]["stratgy"] = "none"
     (project / "params.yaml").write_text(yaml.safe_dump(params))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stages.common.plots import training_curves_figure
+from stages.common.evaluation.plots import training_curves_figure
 
 
 @pytest.mark.parametrize("epochs", [1, 2, 3, 12])

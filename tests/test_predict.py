@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stages.common.checkpoint import InferenceSettings, ModelCheckpoint
+from stages.common.models.checkpoint import InferenceSettings, ModelCheckpoint
 from tests import synthetic
 from tests.conftest import run_module
 from tests.test_evaluate import rewrite_metadata
@@ -212,7 +212,7 @@ def test_a_named_pipe_among_the_photos_is_a_row_not_a_hang(trained_project, phot
 
 
 def test_images_are_converted_as_cifar_was_made():
-    from stages.common.images import decode_image
+    from stages.common.data.images import decode_image
 
     image = Image.fromarray(np.full((90, 200, 4), 200, np.uint8), "RGBA")
     buffer = __import__("io").BytesIO()
@@ -248,7 +248,7 @@ def test_corrupt_and_oversized_files_among_good_ones_are_rows_too(
 
 
 def test_16_bit_and_float_grey_keep_their_levels_and_data_sets_refuse_them():
-    from stages.common.images import decode_image
+    from stages.common.data.images import decode_image
 
     def encoded(array: np.ndarray, file_format: str) -> bytes:
         buffer = __import__("io").BytesIO()

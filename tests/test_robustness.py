@@ -1,5 +1,6 @@
-"""CIFAR-10-C's corruptions (stages/common/corruptions.py) as their definitions say, seeded and
-deterministic, and robustness as a metric (stages/common/robustness.py) on a trained model."""
+"""CIFAR-10-C's corruptions (stages/common/evaluation/corruptions.py) as their definitions say,
+seeded and deterministic, and robustness as a metric (stages/common/evaluation/robustness.py) on a
+trained model."""
 
 from __future__ import annotations
 
@@ -15,12 +16,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from stages.common import corruptions as c
-from stages.common.dataset import load_prepared
-from stages.common.inference import load_model
-from stages.common.layout import PREPARED_FILE, paths
-from stages.common.params_evaluation import CorruptionName
-from stages.common.robustness import chosen_test_images, evaluate_robustness
+from stages.common.config.evaluation import CorruptionName
+from stages.common.data.prepared import load_prepared
+from stages.common.evaluation import corruptions as c
+from stages.common.evaluation.robustness import chosen_test_images, evaluate_robustness
+from stages.common.models.inference import load_model
+from stages.common.plumbing.output_paths import PREPARED_FILE, paths
 from tests import synthetic
 from tests.conftest import shipped
 

@@ -26,10 +26,10 @@ import pytest
 import torch
 from PIL import Image
 
-from stages.common.checkpoint import InferenceSettings, ModelCheckpoint
-from stages.common.errors import DataError
-from stages.common.onnx_export import export_onnx
-from stages.common.serving import load_released
+from stages.common.models.checkpoint import InferenceSettings, ModelCheckpoint
+from stages.common.plumbing.errors import DataError
+from stages.common.release.onnx_export import export_onnx
+from stages.common.release.released_model import load_released
 from tests import services
 from tests.conftest import run_module, stage_environment, update_params
 from tests.test_predict import photos as photos
@@ -611,7 +611,7 @@ def good_metadata(released_project: Path, **changes) -> str:
     ],
 )
 def test_a_foreign_onnx_file_is_one_line_at_load(released_project, tmp_path, graph, said):
-    from stages.common.serving import load_exported
+    from stages.common.release.released_model import load_exported
 
     metadata = graph.pop("metadata", {})
     text = metadata if isinstance(metadata, str) else good_metadata(released_project, **metadata)
@@ -623,7 +623,7 @@ def test_a_foreign_onnx_file_is_one_line_at_load(released_project, tmp_path, gra
 
 def test_the_good_foreign_graph_loads(released_project, tmp_path):
     """(The graph the table above spoils loads when unspoilt: the checks are not too strict.)"""
-    from stages.common.serving import load_exported
+    from stages.common.release.released_model import load_exported
 
     path = foreign_onnx(tmp_path / "fine.onnx", good_metadata(released_project))
     assert load_exported(path).probabilities(np.zeros((2, 32, 32, 3), np.uint8)).shape == (2, 10)

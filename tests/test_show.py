@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from stages.common.errors import ParamsError
-from stages.common.param_changes import flatten
+from stages.common.config.param_changes import flatten
+from stages.common.plumbing.errors import ParamsError
 from stages.show import Row, dropped_note, fit, render_text, sort_rows, table
 from tests.conftest import run_module
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stages.common.errors import DataError
-from stages.common.sources import read_source
+from stages.common.data.sources import read_source
+from stages.common.plumbing.errors import DataError
 from tests import synthetic
 
 

@@ -18,11 +18,11 @@ import pytest
 import timm
 import torch
 
-from stages.common.checkpoint import ModelCheckpoint
-from stages.common.engine import Trainer, TrainingInterrupted
-from stages.common.estimate import generated_run
-from stages.common.optim import build_scheduler
-from stages.common.resume import load_resume_state
+from stages.common.models.checkpoint import ModelCheckpoint
+from stages.common.preflight.cost_estimate import generated_run
+from stages.common.training.optim import build_scheduler
+from stages.common.training.resume import load_resume_state
+from stages.common.training.trainer import Trainer, TrainingInterrupted
 from tests import synthetic
 from tests.conftest import (
     run_module,

@@ -5,17 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.common.data_checks import (
+from stages.common.config.data import ValidateParams
+from stages.common.data.checks import (
     REFERENCE_MEAN,
     REFERENCE_STD,
     channel_stats,
     sampling_margin,
     validate,
 )
-from stages.common.dataset import PreparedData, Split
-from stages.common.params_data import ValidateParams
-from stages.common.sources import RawDataset
-from stages.common.splitting import build_prepared
+from stages.common.data.prepared import PreparedData, Split
+from stages.common.data.sources import RawDataset
+from stages.common.data.splitting import build_prepared
 from tests import synthetic
 from tests.conftest import shipped
 

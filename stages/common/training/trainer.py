@@ -1,0 +1,423 @@
+"""The training engine shared by every train stage (single process or torchrun/DDP)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from timm.utils import ModelEmaV3
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from stages.common.config.training import TrainParams
+from stages.common.data.prepared import PreparedData
+from stages.common.evaluation.metrics import classification_metrics
+from stages.common.models.checkpoint import Preprocessing
+from stages.common.models.factory import count_parameters, to_channels_last
+from stages.common.models.inference import DeviceInput, predict_logits
+from stages.common.plumbing.errors import ParamsError, StageError
+from stages.common.plumbing.machine import (
+    Distributed,
+    autocast,
+    available_cpus,
+    loader_workers,
+    use_amp,
+)
+from stages.common.training.augment import AugmentedImages, BatchMixer, EpochIndices, whole_batch
+from stages.common.training.freezing import Freezer, freeze_batchnorm_stats
+from stages.common.training.optim import build_optimizer, build_scheduler, warmup_epochs
+from stages.common.training.resume import load_resume_state, save_resume_state
+
+log = logging.getLogger(__name__)
+
+
+DIVERGED_LOSS_FACTOR = 100
+
+
+class TrainingDiverged(StageError):
+    """The loss became non-finite or exploded: a run that can only get worse."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during training, with what a re-run of the same command resumes."""
+
+
+def _ignore_metrics(metrics: dict[str, float]) -> None:
+    """The default of TrainRun.log_epoch: log nowhere."""
+
+
+def _never_stop(epoch: int, metrics: dict[str, float]) -> bool:
+    """The default of TrainRun.should_stop: train every epoch."""
+    return False
+
+
+@dataclass
+class TrainRun:
+    """Everything one training run needs."""
+
+    name: str
+    params: TrainParams
+    lr: float  # this model's learning rate (train.lr x its lr_scale)
+    model: nn.Module
+    preprocessing: Preprocessing
+    freezer: Freezer
+    data: PreparedData
+    seed: int
+    state_path: Path
+    fingerprint: str
+    log_epoch: Callable[[dict[str, float]], None] = _ignore_metrics  # rank 0; replayed on resume
+    # called on rank 0 after each epoch; True stops the run (an Optuna pruner's verdict)
+    should_stop: Callable[[int, dict[str, float]], bool] = _never_stop
+    distributed: Distributed = field(default_factory=Distributed)
+
+
+@dataclass
+class EarlyStopping:
+    """The best epoch so far by validation loss, its weights, and how many epochs since it:
+    what picks the model and stops a run whose validation loss no longer improves. The resume
+    state stores it whole."""
+
+    patience: int | None
+    best_loss: float = math.inf
+    best_epoch: int = -1  # counted from 0
+    best_weights: dict[str, torch.Tensor] | None = None
+    bad_epochs: int = 0
+
+    def update(self, epoch: int, val_loss: float, model: nn.Module) -> bool:
+        """Record ``epoch``'s validation loss; True when it is the best so far (its weights
+        are kept, on the CPU)."""
+        if val_loss < self.best_loss:
+            weights = model.state_dict()
+            self.best_loss, self.best_epoch, self.bad_epochs = val_loss, epoch, 0
+            self.best_weights = {k: v.detach().cpu().clone() for k, v in weights.items()}
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.patience is not None and self.bad_epochs >= self.patience
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "best_loss": self.best_loss,
+            "best_epoch": self.best_epoch,
+            "best_weights": self.best_weights,
+            "bad_epochs": self.bad_epochs,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best_loss, self.best_epoch = state["best_loss"], state["best_epoch"]
+        self.best_weights, self.bad_epochs = state["best_weights"], state["bad_epochs"]
+
+
+@dataclass
+class TrainResult:
+    best_state: dict[str, torch.Tensor] | None  # None when no epoch ran
+    best_epoch: int
+    history: list[dict[str, float]]
+    stopped_early: bool
+    pruned: bool
+    train_seconds: float
+
+
+class Trainer:
+    def __init__(self, run: TrainRun) -> None:
+        self.run = run
+        self.params = run.params
+        self.distributed = run.distributed
+        self.device = run.distributed.device()
+        train_count = len(run.data.train.labels)
+        if self.params.batch_size > train_count:
+            raise ParamsError(
+                f"train.batch_size: {self.params.batch_size} is larger than the training set "
+                f"({train_count} images)"
+            )
+        if self.params.batch_size % self.distributed.world_size:
+            raise ParamsError(
+                f"train.batch_size: {self.params.batch_size} must divide evenly over "
+                f"{self.distributed.world_size} processes"
+            )
+        self.model = run.model.to(self.device)
+        self.channels_last = to_channels_last(self.model, self.params.channels_last, self.device)
+        self.amp = use_amp(self.params.amp, self.device)
+        self.device_input = DeviceInput(run.preprocessing, self.device, self.channels_last)
+        self.mixer = BatchMixer(self.params.augment, len(run.data.classes))
+        self.local_batch = self.params.batch_size // self.distributed.world_size
+        self.sampler = EpochIndices(
+            DistributedSampler(
+                range(train_count),
+                num_replicas=self.distributed.world_size,
+                rank=self.distributed.rank,
+                shuffle=True,
+                seed=run.seed,
+                drop_last=True,
+            )
+        )
+        self.steps_per_epoch = len(self.sampler) // self.local_batch
+        self.loader = self._loader()
+        self.optimizer = build_optimizer(self.model, self.params, run.lr, run.freezer.lr_scales())
+        self.scheduler = build_scheduler(self.optimizer, self.params, run.lr, self.steps_per_epoch)
+        if self.distributed.is_main and warmup_epochs(self.params) < self.params.warmup_epochs:
+            log.info(
+                "%s: warm-up of %g epochs (train.warmup_epochs=%g, capped at half the run)",
+                run.name,
+                warmup_epochs(self.params),
+                self.params.warmup_epochs,
+            )
+        # use_warmup: the decay ramps up over the first steps, so a short run's EMA does not
+        # stay anchored to the random initial weights
+        self.ema = (
+            ModelEmaV3(self.model, decay=self.params.ema_decay, use_warmup=True)
+            if self.params.ema_decay
+            else None
+        )
+        self.forward_model = self._wrap(self.model)
+        # a loss this far above the uniform guess's log(classes) means the run has blown up
+        self.diverged_loss = DIVERGED_LOSS_FACTOR * math.log(len(run.data.classes))
+
+    def _loader(self) -> DataLoader:
+        """One loader for the whole run; its workers persist across epochs. Shuffling is a
+        function of (seed, epoch) and augmentation of (seed, epoch, index), so the worker
+        count changes nothing but speed."""
+        data = self.run.data.train
+        dataset = AugmentedImages.for_params(
+            torch.from_numpy(data.images),
+            torch.from_numpy(data.labels),
+            self.params.augment,
+            self.run.seed,
+        )
+        workers = loader_workers(self.params.workers, dataset.transform is not None)
+        if self.distributed.is_main:
+            log.info(
+                "%s: %d DataLoader worker(s) (train.workers=%s; %d CPUs available), device %s, "
+                "bf16 autocast %s, channels_last %s",
+                self.run.name,
+                workers,
+                self.params.workers,
+                available_cpus(),
+                self.device,
+                "on" if self.amp else "off",
+                "on" if self.channels_last else "off",
+            )
+        return DataLoader(
+            dataset,
+            batch_size=self.local_batch,
+            sampler=self.sampler,
+            drop_last=True,
+            collate_fn=whole_batch,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=workers > 0,
+        )
+
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        """DDP (rebuilt when the trainable set changes) and optional torch.compile."""
+        if self.distributed.world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model = DistributedDataParallel(model, device_ids=ids)
+        if self.params.compile and self.device.type == "cuda":
+            model = torch.compile(model)
+        return model
+
+    def current_lr(self) -> float:
+        return max(group["lr"] for group in self.optimizer.param_groups)
+
+    def train_step(
+        self, images: torch.Tensor, targets: torch.Tensor, step: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One optimisation step on a uint8 batch: (loss, logits, targets), detached, on the
+        device. ``step`` counts from the start of the run (the schedule and the EMA use it)."""
+        targets = targets.to(self.device, non_blocking=True)
+        inputs, mixed = self.mixer(self.device_input(images), targets)
+        with autocast(self.device, self.amp):
+            logits = self.forward_model(inputs)
+        # hard labels or soft (mixed) targets, with label smoothing
+        loss = F.cross_entropy(logits.float(), mixed, label_smoothing=self.params.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.params.grad_clip:
+            nn.utils.clip_grad_norm_(
+                [p for p in self.model.parameters() if p.requires_grad], self.params.grad_clip
+            )
+        self.optimizer.step()
+        self.scheduler.step_update(step + 1)
+        if self.ema is not None:
+            self.ema.update(self.model, step=step)
+        return loss.detach(), logits.detach(), targets
+
+    def train_epoch(self, epoch: int) -> tuple[dict[str, float], float]:
+        """One epoch's training metrics, and the seconds it took."""
+        torch.manual_seed(self.run.seed * 100_003 + epoch)  # mixing, dropout, drop-path
+        if self.run.freezer.apply(epoch) and self.distributed.world_size > 1:
+            self.forward_model = self._wrap(self.model)
+        self.model.train()
+        freeze_batchnorm_stats(self.model)
+        self.sampler.set_epoch(epoch)
+        loss_sum, seen, correct = 0.0, 0, 0
+        started = time.perf_counter()
+        bar = tqdm(
+            self.loader,
+            total=self.steps_per_epoch,
+            desc=f"{self.run.name} epoch {epoch + 1}/{self.params.epochs}",
+            disable=None if self.distributed.is_main else True,  # None: off when not a TTY
+            leave=False,
+        )
+        lr = self.current_lr()
+        for step, (images, targets) in enumerate(bar, start=epoch * self.steps_per_epoch):
+            lr = self.current_lr()  # the rate this step trains at (the scheduler moves it after)
+            loss, logits, targets = self.train_step(images, targets, step)
+            value = loss.item()
+            if not math.isfinite(value) or value > self.diverged_loss:
+                raise TrainingDiverged(
+                    f"models.{self.run.name}: training diverged in epoch {epoch + 1}, step "
+                    f"{step + 1} (loss {value:.3g}; no better than guessing is "
+                    f"{math.log(len(self.run.data.classes)):.2f}): the learning rate "
+                    f"({lr:.3g}) is the likely cause; lower train.lr or "
+                    f"models.{self.run.name}.lr_scale. No model was written"
+                )
+            loss_sum += value * len(targets)
+            seen += len(targets)
+            correct += int((logits.argmax(1) == targets).sum())
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
+        seconds = time.perf_counter() - started
+        _total, trainable = count_parameters(self.model)
+        metrics = {
+            "train/loss": loss_sum / seen,
+            "train/accuracy": correct / seen,
+            "train/lr": lr,  # of the epoch's last step
+            "train/trainable_params": trainable,
+            "train/images_per_second": seen * self.distributed.world_size / seconds,
+        }
+        return metrics, seconds
+
+    def evaluation_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    def val_metrics(self) -> dict[str, float]:
+        """Loss, accuracy and F1 on the validation split (the EMA weights when EMA is on)."""
+        val = self.run.data.val
+        logits = predict_logits(
+            self.evaluation_model(), val.images, self.device_input, self.params.batch_size, self.amp
+        )
+        metrics = classification_metrics(logits, val.labels)
+        return {f"val/{key}": value for key, value in metrics.items()}
+
+    def state(
+        self, epoch: int, stopping: EarlyStopping, history: list, seconds: float
+    ) -> dict[str, Any]:
+        return {
+            "fingerprint": self.run.fingerprint,
+            "epoch": epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "early_stopping": stopping.state_dict(),
+            "history": history,
+            "train_seconds": seconds,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+
+    def fit(self) -> TrainResult:
+        run, params = self.run, self.params
+        state = load_resume_state(run.state_path, run.fingerprint)
+        stopping = EarlyStopping(params.patience)
+        history: list[dict[str, float]] = []
+        start_epoch, seconds = 0, 0.0
+        if state is not None:
+            self.restore(state)
+            stopping.load_state_dict(state["early_stopping"])
+            history, start_epoch, seconds = state["history"], state["epoch"], state["train_seconds"]
+            if self.distributed.is_main:
+                for metrics in history:
+                    run.log_epoch(metrics)
+        stopped_early, pruned = stopping.should_stop, False
+        finished = start_epoch  # epochs the resume state holds
+        try:
+            for epoch in range(start_epoch, params.epochs):
+                if stopped_early or pruned:
+                    break
+                metrics, epoch_seconds = self._train_and_validate(epoch)
+                seconds += epoch_seconds
+                history.append(metrics)
+                improved = stopping.update(epoch, metrics["val/loss"], self.evaluation_model())
+                stopped_early = self.distributed.broadcast_flag(stopping.should_stop)
+                if self.distributed.is_main:
+                    run.log_epoch(metrics)
+                    self._log(epoch, metrics, improved)
+                    state = self.state(epoch + 1, stopping, history, seconds)
+                    save_resume_state(run.state_path, state)
+                finished = epoch + 1
+                pruned = self.distributed.broadcast_flag(
+                    self.distributed.is_main and run.should_stop(epoch, metrics)
+                )
+                if stopped_early and self.distributed.is_main:
+                    log.info(
+                        "%s: early stop, val loss has not improved for %d epochs",
+                        run.name,
+                        stopping.bad_epochs,
+                    )
+                if pruned and self.distributed.is_main:
+                    log.info("%s: pruned after epoch %d", run.name, epoch + 1)
+        except KeyboardInterrupt as interrupt:
+            # anywhere in the loop, between epochs too: a signal does not wait for a good moment
+            raise self._interrupted(finished) from interrupt
+        return TrainResult(
+            stopping.best_weights, stopping.best_epoch, history, stopped_early, pruned, seconds
+        )
+
+    def _interrupted(self, finished: int) -> TrainingInterrupted:
+        """Ctrl-C or SIGTERM after ``finished`` epochs: one line saying what a re-run does (the
+        resume state holds every finished epoch)."""
+        resume = "resume from its last finished epoch" if finished else "start again"
+        return TrainingInterrupted(
+            f"{self.run.name}: interrupted in epoch {min(finished + 1, self.params.epochs)} of "
+            f"{self.params.epochs}; run the same command to {resume}"
+        )
+
+    def _train_and_validate(self, epoch: int) -> tuple[dict[str, float], float]:
+        """One epoch's training and validation metrics and its training seconds; a diverged
+        run ends here with one line saying what to do."""
+        metrics, seconds = self.train_epoch(epoch)
+        metrics.update(self.val_metrics())
+        if not math.isfinite(metrics["val/loss"]):
+            raise TrainingDiverged(
+                f"models.{self.run.name}: validation loss {metrics['val/loss']} after epoch "
+                f"{epoch + 1}: the learning rate ({metrics['train/lr']:.3g}) is the likely "
+                "cause; lower it. No model was written"
+            )
+        return metrics, seconds
+
+    def _log(self, epoch: int, metrics: dict[str, float], improved: bool) -> None:
+        log.info(
+            "%s epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f f1 %.4f | "
+            "lr %.2e | %d trainable | %.0f img/s%s",
+            self.run.name,
+            epoch + 1,
+            self.params.epochs,
+            metrics["train/loss"],
+            metrics["train/accuracy"],
+            metrics["val/loss"],
+            metrics["val/accuracy"],
+            metrics["val/f1_weighted"],
+            metrics["train/lr"],
+            metrics["train/trainable_params"],
+            metrics["train/images_per_second"],
+            " *best*" if improved else "",
+        )
