@@ -20,7 +20,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import re
 import tempfile
 import time
 from collections.abc import Iterator
@@ -28,8 +27,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from benchmarks.pipeline import SHARED_DATA, prepare, run_stage, scratch_project
-
-EPOCH_LINE = re.compile(r"epoch \d+/\d+: .*")
 
 
 def _spin() -> None:

@@ -196,7 +196,7 @@ def main() -> None:
     check(params)
     if args.sweep:
         tune = params.tune
-        epochs = args.epochs or tune.epochs or params.train.epochs
+        epochs = tune.trial_epochs(args.epochs, params.train.epochs)
         params = params.model_copy(
             update={"train": params.train.model_copy(update={"epochs": epochs})}
         )

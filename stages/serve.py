@@ -30,7 +30,7 @@ def positive(option: str, value: float, most: float | None = None) -> None:
         raise ParamsError(f"{option}: must be {bounds}, got {value:g}")
 
 
-def main() -> None:
+def parse_options() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--model",
@@ -67,6 +67,11 @@ def main() -> None:
             f"--model: '{args.model}' not found (`dvc pull` or `dvc repro` makes "
             f"{RELEASE_CHECKPOINT}; `dvc repro export` the ONNX file)"
         )
+    return args
+
+
+def main() -> None:
+    args = parse_options()
     backend = load_backend(args.model)
     connections = raise_file_limit(args.max_connections)
     limits = Limits(args.header_timeout, args.body_timeout, connections)

@@ -53,9 +53,10 @@ from stages.common.tuning.trial import (
     ENV_STORAGE,
     ENV_STUDY,
     ENV_TRIAL,
-    OBJECTIVES,
+    direction,
     is_journal,
     make_pruner,
+    result_key,
     storage_from_url,
 )
 
@@ -69,12 +70,6 @@ INTERRUPTED = "interrupted"  # a trial's user attribute: Ctrl-C or SIGTERM ended
 RETRY_OF = "retry_of"  # a queued trial's: the interrupted trial whose params it runs again
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 TRUSTED_IMPORTANCE_TRIALS = 20  # fewer complete trials: the importances plot comes with a warning
-# tune.objective -> the key of the trial's metrics/train/<model>.json with the result
-RESULT_KEYS = {
-    "val_loss": "best_val_loss",
-    "val_accuracy": "best_val_accuracy",
-    "val_f1_weighted": "best_val_f1_weighted",
-}
 
 
 class SweepError(StageError):
@@ -176,7 +171,7 @@ def experiment_file(name: str, metrics_file: Path) -> dict[str, Any]:
 def objective_function(sweep: Sweep):
 
     tune = sweep.params.tune
-    result_key = RESULT_KEYS[tune.objective]
+    objective_key = result_key(tune.objective)
     budget = tune.trials
 
     def objective(trial: optuna.Trial) -> float:
@@ -202,7 +197,7 @@ def objective_function(sweep: Sweep):
                 trial.study.stop()
             raise
         sweep.failures_in_a_row = 0
-        value = float(metrics[result_key])
+        value = float(metrics[objective_key])
         if metrics.get("pruned"):
             reported = next(
                 t.intermediate_values
@@ -448,10 +443,10 @@ def _rdb_storage(url: str):
 
 def open_study(sweep: Sweep):
     tune = sweep.params.tune
-    _, direction = OBJECTIVES[tune.objective]
+    study_direction = direction(tune.objective)
     storage = open_storage(sweep.storage_url)
     study = optuna.create_study(
-        study_name=sweep.study_name, storage=storage, direction=direction, load_if_exists=True
+        study_name=sweep.study_name, storage=storage, direction=study_direction, load_if_exists=True
     )
     # distinct random streams for processes joining a study that has trials already
     seed = sweep.params.seed + len(study.trials)
@@ -483,7 +478,7 @@ def main() -> None:
             raise ParamsError(f"--trials: must be >= 1, got {args.trials}")
         tune = tune.model_copy(update={"trials": args.trials})
         params = params.model_copy(update={"tune": tune})
-    epochs = args.epochs or tune.epochs or params.train.epochs
+    epochs = tune.trial_epochs(args.epochs, params.train.epochs)
     if epochs < 1:
         raise ParamsError(f"--epochs: must be >= 1, got {epochs}")
     study_name = tune.study or f"sweep-{args.model}"

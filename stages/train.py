@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import logging
 import shutil
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -33,7 +34,7 @@ from stages.common.plumbing.command import run_stage
 from stages.common.plumbing.errors import DataError
 from stages.common.plumbing.files import read_json, writable, write_json
 from stages.common.plumbing.machine import Distributed
-from stages.common.plumbing.output_paths import MANIFEST_FILE, paths
+from stages.common.plumbing.output_paths import MANIFEST_FILE, ModelPaths, paths
 from stages.common.plumbing.param_types import Seed
 from stages.common.plumbing.stage_params import NamedModels, StageParams, model_entry
 from stages.common.training.freezing import Freezer
@@ -63,19 +64,87 @@ class TrainStageParams(StageParams):
 def train(params: TrainStageParams, name: str) -> None:
     distributed = Distributed.from_env()
     spec = model_entry(params.models, name)
-    train_params = params.train
-    lr = learning_rate(train_params, spec)
+    lr = learning_rate(params.train, spec)
     where = paths(name)
-    outputs = [where.checkpoint, where.train_metrics, where.live_dir / "metrics.json"]
-    for output in [*outputs, where.resume_dir / "resume.safetensors"]:
-        if problem := writable(output):  # found now, not after every epoch has run
-            raise DataError(f"{output}: cannot write it ({problem}); nothing was trained")
+    refuse_unwritable(where)
     data = load_prepared()
     torch.manual_seed(params.seed)  # model creation draws from the global generator
     model, preprocessing = build_model(name, spec, len(data.classes))
-    freezer = Freezer(model, spec.freezing, f"models.{name}.freezing")
+    effective = {"model": spec.model_dump(), "train": params.train.model_dump(), "lr": lr}
+    log_recipe(name, spec, params.train, lr)
+    reporter = trial_reporter(params.tune, params.train.epochs)
     data_hash = read_json(MANIFEST_FILE)["content_sha256"]
-    effective = {"model": spec.model_dump(), "train": train_params.model_dump(), "lr": lr}
+    shapes_the_run = {
+        **effective,
+        "seed": params.seed,
+        "data": data_hash,
+        "world": distributed.world_size,
+    }
+    # DVCLive on rank 0 only; its `with` ends it (the summary written) however training ends
+    with open_live(name, effective) if distributed.is_main else contextlib.nullcontext() as live:
+        run = TrainRun(
+            name=name,
+            params=params.train,
+            lr=lr,
+            model=model,
+            preprocessing=preprocessing,
+            freezer=Freezer(model, spec.freezing, f"models.{name}.freezing"),
+            data=data,
+            seed=params.seed,
+            state_path=where.resume_dir / "resume.safetensors",
+            fingerprint=fingerprint(shapes_the_run),
+            log_epoch=lambda metrics: log_to_live(live, metrics),
+            should_stop=reporter.should_stop if reporter else TrainRun.should_stop,
+            distributed=distributed,
+        )
+        result = Trainer(run).fit()
+        if live is None:  # not rank 0: only rank 0 writes
+            return
+        info = CheckpointInfo(
+            name=name,
+            arch=spec.arch,
+            classes=data.classes,
+            preprocessing=preprocessing,
+            data_sha256=data_hash,
+            best_epoch=result.best_epoch + 1,
+            params=effective,
+        )
+        headline = save_model(info, result, count_parameters(model)[0], where.checkpoint)
+        live.summary.update(
+            {**headline, "epochs_run": len(result.history), "stopped_early": result.stopped_early}
+        )
+    finish(name, headline, in_trial=reporter is not None, pruned=result.pruned)
+
+
+def finish(name: str, headline: dict[str, Any], in_trial: bool, pruned: bool) -> None:
+    """Write the headline numbers, drop what a sweep trial inherited, delete the resumable
+    state (the run is complete) and say what came out."""
+    where = paths(name)
+    write_json(where.train_metrics, headline)
+    if in_trial:
+        drop_inherited_metrics(name)
+    shutil.rmtree(where.resume_dir, ignore_errors=True)
+    log.info(
+        "%s: best epoch %d, val loss %.4f, val accuracy %.4f -> %s%s",
+        name,
+        headline["best_epoch"],
+        headline["best_val_loss"],
+        headline["best_val_accuracy"],
+        where.checkpoint,
+        " (pruned)" if pruned else "",
+    )
+
+
+def refuse_unwritable(where: ModelPaths) -> None:
+    """Stop before training when an output cannot be written (found now, not after every
+    epoch has run)."""
+    outputs = [where.checkpoint, where.train_metrics, where.live_dir / "metrics.json"]
+    for output in [*outputs, where.resume_dir / "resume.safetensors"]:
+        if problem := writable(output):
+            raise DataError(f"{output}: cannot write it ({problem}); nothing was trained")
+
+
+def log_recipe(name: str, spec: ModelParams, train_params: TrainParams, lr: float) -> None:
     log.info(
         "%s: %s, lr %.3g (train.lr %.3g x lr_scale %g), %s, batch %d, %d epochs",
         name,
@@ -87,62 +156,16 @@ def train(params: TrainStageParams, name: str) -> None:
         train_params.batch_size,
         train_params.epochs,
     )
-    reporter = trial_reporter(params.tune, train_params.epochs)
-    settings = {
-        **effective,
-        "seed": params.seed,
-        "data": data_hash,
-        "world": distributed.world_size,
-    }
-    # DVCLive on rank 0 only; its `with` ends it (the summary written) however training ends
-    with open_live(name, effective) if distributed.is_main else contextlib.nullcontext() as live:
-        run = TrainRun(
-            name=name,
-            params=train_params,
-            lr=lr,
-            model=model,
-            preprocessing=preprocessing,
-            freezer=freezer,
-            data=data,
-            seed=params.seed,
-            state_path=where.resume_dir / "resume.safetensors",
-            fingerprint=fingerprint(settings),
-            log_epoch=lambda metrics: log_to_live(live, metrics),
-            should_stop=reporter.should_stop if reporter else TrainRun.should_stop,
-            distributed=distributed,
-        )
-        result = Trainer(run).fit()
-        if live is None:  # not rank 0: only rank 0 writes
-            return
-        if result.best_state is None:
-            raise DataError(f"models.{name}: training produced no checkpoint (no epoch ran)")
-        info = CheckpointInfo(
-            name=name,
-            arch=spec.arch,
-            classes=data.classes,
-            preprocessing=preprocessing,
-            data_sha256=data_hash,
-            best_epoch=result.best_epoch + 1,
-            params=effective,
-        )
-        ModelCheckpoint(info, result.best_state).save(where.checkpoint)
-        headline = summarise(result, count_parameters(model)[0])
-        live.summary.update(
-            {**headline, "epochs_run": len(result.history), "stopped_early": result.stopped_early}
-        )
-    write_json(where.train_metrics, headline)
-    if reporter is not None:
-        drop_inherited_metrics(name)
-    shutil.rmtree(where.resume_dir, ignore_errors=True)
-    log.info(
-        "%s: best epoch %d, val loss %.4f, val accuracy %.4f -> %s%s",
-        name,
-        headline["best_epoch"],
-        headline["best_val_loss"],
-        headline["best_val_accuracy"],
-        where.checkpoint,
-        " (pruned)" if result.pruned else "",
-    )
+
+
+def save_model(
+    info: CheckpointInfo, result: TrainResult, parameters: int, path: Path
+) -> dict[str, Any]:
+    """The best epoch's weights as models/<name>/model.safetensors; its headline numbers."""
+    if result.best_state is None:
+        raise DataError(f"models.{info.name}: training produced no checkpoint (no epoch ran)")
+    ModelCheckpoint(info, result.best_state).save(path)
+    return summarise(result, parameters)
 
 
 def summarise(result: TrainResult, parameters: int) -> dict[str, Any]:

@@ -27,6 +27,14 @@ REAL_WEIGHTS = SHARED / "weights" / "efficientnet_lite0.in1k.safetensors"
 PROJECT_FILES = ["stages", "dvc.yaml", ".gitignore", ".dvcignore"]
 
 
+def needs(missing: str | None, required_by: str = "") -> pytest.MarkDecorator:
+    """Skip a test whose tool, service or data is absent (``missing`` says which, None when
+    present), unless the environment variable ``required_by`` is set: CI sets it where it
+    installed the thing, so that its absence fails there instead of passing unnoticed."""
+    required = bool(required_by and os.environ.get(required_by))
+    return pytest.mark.skipif(missing is not None and not required, reason=missing or "")
+
+
 @pytest.fixture(scope="session")
 def image_folder(tmp_path_factory) -> Path:
     return synthetic.write_image_folder(tmp_path_factory.mktemp("folder") / "cifar")

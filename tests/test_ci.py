@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, copy_project, offline_data, update_params
+from tests.conftest import ROOT, copy_project, needs, offline_data, update_params
 from tests.test_dvc_pipeline import commit_all, dvc, environment, git, init_repo, keep_models, tiny
 
 pytestmark = pytest.mark.slow
 
 GITLAB_CI_LOCAL = os.environ.get("GITLAB_CI_LOCAL") or shutil.which("gitlab-ci-local")
-needs_gitlab_ci_local = pytest.mark.skipif(
-    not GITLAB_CI_LOCAL and not os.environ.get("CIFAR10_REQUIRE_CI_TOOLS"),
-    reason="gitlab-ci-local is not installed (.ci/run installs it)",
+needs_gitlab_ci_local = needs(
+    None if GITLAB_CI_LOCAL else "gitlab-ci-local is not installed (.ci/run installs it)",
+    required_by="CIFAR10_REQUIRE_CI_TOOLS",
 )
 GITLAB_URL = "https://gitlab.example.com/team/cifar10.git"
 

@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from tests import container, services
-from tests.conftest import REAL_DATA, ROOT
+from tests.conftest import REAL_DATA, ROOT, needs
 
 RECORDING_RUN_SH = 'printf "%s\\n" "$PWD" "$@" > "$RECORD"\n'
 
@@ -145,9 +145,8 @@ def test_containerfile_runs_run_sh_as_a_non_root_user():
 # --- the image itself, built and run with podman -------------------------------------------
 
 NOT_HERE = container.available()
-needs_podman = pytest.mark.skipif(
-    NOT_HERE is not None and not os.environ.get("CIFAR10_REQUIRE_CONTAINER"),
-    reason=f"no container runtime: {NOT_HERE}",
+needs_podman = needs(
+    NOT_HERE and f"no container runtime: {NOT_HERE}", required_by="CIFAR10_REQUIRE_CONTAINER"
 )
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="makes users and chowns files")
 HOST_UID = 1234  # a host user that is neither root nor the image's 1000

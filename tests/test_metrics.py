@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from stages.common.evaluation import metrics as m
-from stages.compare import best_of, soft_vote
+from stages.common.evaluation.comparison import best_of, soft_vote
 
 
 def two_class(confidence: float, n: int) -> np.ndarray:

@@ -12,6 +12,7 @@ from tests.conftest import (
     REAL_DATA,
     REAL_WEIGHTS,
     copy_project,
+    needs,
     offline_data,
     run_module,
     tiny_training_params,
@@ -19,9 +20,9 @@ from tests.conftest import (
 )
 from tests.test_training import history, metrics
 
-needs_data = pytest.mark.skipif(not REAL_DATA.exists(), reason=f"{REAL_DATA} not present")
-needs_weights = pytest.mark.skipif(
-    not (REAL_DATA.exists() and REAL_WEIGHTS.exists()), reason="../shared data or weights absent"
+needs_data = needs(None if REAL_DATA.exists() else f"{REAL_DATA} not present")
+needs_weights = needs(
+    None if REAL_DATA.exists() and REAL_WEIGHTS.exists() else "../shared data or weights absent"
 )
 
 

@@ -18,6 +18,7 @@ import optuna
 import pytest
 
 from tests import services
+from tests.conftest import needs
 from tests.test_dvc_pipeline import baseline as baseline
 from tests.test_dvc_pipeline import (
     commit_all,
@@ -33,9 +34,8 @@ from tests.test_dvc_pipeline import (
 
 pytestmark = pytest.mark.slow
 NO_POSTGRES = services.postgres_missing()
-needs_postgres = pytest.mark.skipif(
-    NO_POSTGRES is not None and not os.environ.get("CIFAR10_REQUIRE_SERVICES"),
-    reason=f"no PostgreSQL: {NO_POSTGRES}",
+needs_postgres = needs(
+    NO_POSTGRES and f"no PostgreSQL: {NO_POSTGRES}", required_by="CIFAR10_REQUIRE_SERVICES"
 )
 STUDY = "team-sweep"
 

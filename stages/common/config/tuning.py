@@ -56,6 +56,11 @@ class TuneParams(Section):
     epochs: PositiveInt | None
     space: dict[str, Distribution]
 
+    def trial_epochs(self, asked: int | None, train_epochs: int) -> int:
+        """The epochs of a sweep's trial: --epochs when given, else tune.epochs, else
+        train.epochs."""
+        return asked or self.epochs or train_epochs
+
     @field_validator("space")
     @classmethod
     def _not_empty(cls, space: dict[str, Distribution]) -> dict[str, Distribution]:

@@ -21,7 +21,3 @@ IMAGES_PER_CLASS = {"train": 5000, "test": 1000}
 # models trained from scratch and the reference that `validate` measures drift against.
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
-
-# The official archive (what torchvision downloads), with its published MD5.
-OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-OFFICIAL_MD5 = "c58f30108f718f92721af3b95e74349a"

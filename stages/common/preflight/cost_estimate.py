@@ -26,8 +26,7 @@ import math
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -39,6 +38,7 @@ from stages.common.data.prepared import PreparedData, Split
 from stages.common.models.factory import create_architecture, input_size, resolve_preprocessing
 from stages.common.models.inference import predict_logits
 from stages.common.plumbing.durations import duration
+from stages.common.plumbing.logs import quieted
 from stages.common.training.freezing import Freezer
 from stages.common.training.trainer import Trainer, TrainRun
 
@@ -130,7 +130,7 @@ def estimate_model(
     epochs of ``train_images`` training and ``val_images`` validation images."""
     started = time.perf_counter()
     batch_size = params.train.batch_size
-    with _quiet_engine():
+    with quieted(Trainer.__module__):
         trainer = _trainer(params, name)
         fetch = repeated(lambda: _batch(trainer))
         images, targets = _batch(trainer)
@@ -291,22 +291,14 @@ def _train_steps(
 def _validate(trainer: Trainer, images: np.ndarray) -> None:
     """One validation pass over ``images``, finished on the device."""
     predict_logits(
-        trainer.evaluation_model(), images, trainer.device_input, len(images), trainer.amp
+        trainer.optimisation.evaluation_model(),
+        images,
+        trainer.device_input,
+        len(images),
+        trainer.amp,
     )
     if trainer.device.type == "cuda":
         torch.cuda.synchronize()
-
-
-@contextmanager
-def _quiet_engine() -> Iterator[None]:
-    """The Trainer's set-up lines are about a real run; not about these timing runs."""
-    engine_log = logging.getLogger("stages.common.training.trainer")
-    level = engine_log.level
-    engine_log.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        engine_log.setLevel(level)
 
 
 def spread_duration(spread: Spread) -> str:

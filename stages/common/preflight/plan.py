@@ -17,13 +17,12 @@ from __future__ import annotations
 import io
 import logging
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
 from stages.common.plumbing.errors import StageError
+from stages.common.plumbing.logs import quieted
 from stages.common.plumbing.stage_params import PARAMS_FILE
 
 Action = Literal["run", "cached", "restore"]  # restore: DVC's run-cache has its outputs
@@ -56,18 +55,6 @@ def _overlay_filesystem(params_text: str):
     return ParamsOverlay()
 
 
-@contextmanager
-def _quiet_dvc() -> Iterator[None]:
-    """DVC's log lines while it collects stages and statuses are for its own commands."""
-    dvc_log = logging.getLogger("dvc")
-    level = dvc_log.level
-    dvc_log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        dvc_log.setLevel(level)
-
-
 def plan_run(params_text: str, targets: list[str], root: Path | str = ".") -> list[PlannedStage]:
     """The stages ``dvc repro``/``dvc exp run`` of ``targets`` (all when empty) will meet, in
     order, with what each will do, for params.yaml as ``params_text``."""
@@ -77,7 +64,10 @@ def plan_run(params_text: str, targets: list[str], root: Path | str = ".") -> li
     from dvc.repo.reproduce import collect_stages, get_active_graph, plan_repro
     from dvc.stage.cache import RunCacheNotFoundError
 
-    with _quiet_dvc(), Repo(str(root), fs=_overlay_filesystem(params_text)) as repo:
+    with (
+        quieted("dvc", logging.ERROR),
+        Repo(str(root), fs=_overlay_filesystem(params_text)) as repo,
+    ):
         try:
             repo.lock.lock()
         except LockError:

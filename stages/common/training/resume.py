@@ -14,11 +14,17 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stages.common.plumbing.errors import DataError
 from stages.common.plumbing.import_graph import ROOT, import_closure
 from stages.common.plumbing.tensor_files import load_tree, save_tree
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from stages.common.training.early_stopping import EarlyStopping
+    from stages.common.training.optimisation import Optimisation
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +37,37 @@ def fingerprint(settings: dict[str, Any], module: str = "stages.train") -> str:
         digest.update(name.encode())
         digest.update((ROOT / name).read_bytes())
     return digest.hexdigest()[:16]
+
+
+def resume_state(
+    fingerprint: str,
+    epoch: int,
+    model: nn.Module,
+    optimisation: Optimisation,
+    stopping: EarlyStopping,
+    history: list[dict[str, float]],
+    seconds: float,
+) -> dict[str, Any]:
+    """What a run that stops now continues from: everything after ``epoch`` epochs."""
+    return {
+        "fingerprint": fingerprint,
+        "epoch": epoch,
+        "model": model.state_dict(),
+        **optimisation.state_dict(),
+        "early_stopping": stopping.state_dict(),
+        "history": history,
+        "train_seconds": seconds,
+    }
+
+
+def restore(
+    state: dict[str, Any], model: nn.Module, optimisation: Optimisation, stopping: EarlyStopping
+) -> tuple[list[dict[str, float]], int, float]:
+    """Put ``state`` back into the run's parts; its (history, epochs done, training seconds)."""
+    model.load_state_dict(state["model"])
+    optimisation.load_state_dict(state)
+    stopping.load_state_dict(state["early_stopping"])
+    return state["history"], state["epoch"], state["train_seconds"]
 
 
 def save_resume_state(path: Path, state: dict[str, Any]) -> None:

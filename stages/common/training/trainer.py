@@ -8,14 +8,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
-import torch.nn.functional as F
-from timm.utils import ModelEmaV3
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from stages.common.config.training import TrainParams
@@ -27,15 +24,21 @@ from stages.common.models.inference import DeviceInput, predict_logits
 from stages.common.plumbing.errors import ParamsError, StageError
 from stages.common.plumbing.machine import (
     Distributed,
-    autocast,
     available_cpus,
     loader_workers,
     use_amp,
 )
-from stages.common.training.augment import AugmentedImages, BatchMixer, EpochIndices, whole_batch
+from stages.common.training.augment import AugmentedImages, BatchMixer
+from stages.common.training.early_stopping import EarlyStopping
 from stages.common.training.freezing import Freezer, freeze_batchnorm_stats
-from stages.common.training.optim import build_optimizer, build_scheduler, warmup_epochs
-from stages.common.training.resume import load_resume_state, save_resume_state
+from stages.common.training.loader import epoch_sampler, training_loader
+from stages.common.training.optimisation import Optimisation
+from stages.common.training.resume import (
+    load_resume_state,
+    restore,
+    resume_state,
+    save_resume_state,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,46 +84,6 @@ class TrainRun:
 
 
 @dataclass
-class EarlyStopping:
-    """The best epoch so far by validation loss, its weights, and how many epochs since it:
-    what picks the model and stops a run whose validation loss no longer improves. The resume
-    state stores it whole."""
-
-    patience: int | None
-    best_loss: float = math.inf
-    best_epoch: int = -1  # counted from 0
-    best_weights: dict[str, torch.Tensor] | None = None
-    bad_epochs: int = 0
-
-    def update(self, epoch: int, val_loss: float, model: nn.Module) -> bool:
-        """Record ``epoch``'s validation loss; True when it is the best so far (its weights
-        are kept, on the CPU)."""
-        if val_loss < self.best_loss:
-            weights = model.state_dict()
-            self.best_loss, self.best_epoch, self.bad_epochs = val_loss, epoch, 0
-            self.best_weights = {k: v.detach().cpu().clone() for k, v in weights.items()}
-            return True
-        self.bad_epochs += 1
-        return False
-
-    @property
-    def should_stop(self) -> bool:
-        return self.patience is not None and self.bad_epochs >= self.patience
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "best_loss": self.best_loss,
-            "best_epoch": self.best_epoch,
-            "best_weights": self.best_weights,
-            "bad_epochs": self.bad_epochs,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.best_loss, self.best_epoch = state["best_loss"], state["best_epoch"]
-        self.best_weights, self.bad_epochs = state["best_weights"], state["bad_epochs"]
-
-
-@dataclass
 class TrainResult:
     best_state: dict[str, torch.Tensor] | None  # None when no epoch ran
     best_epoch: int
@@ -153,46 +116,33 @@ class Trainer:
         self.device_input = DeviceInput(run.preprocessing, self.device, self.channels_last)
         self.mixer = BatchMixer(self.params.augment, len(run.data.classes))
         self.local_batch = self.params.batch_size // self.distributed.world_size
-        self.sampler = EpochIndices(
-            DistributedSampler(
-                range(train_count),
-                num_replicas=self.distributed.world_size,
-                rank=self.distributed.rank,
-                shuffle=True,
-                seed=run.seed,
-                drop_last=True,
-            )
-        )
+        self.sampler = epoch_sampler(train_count, self.distributed, run.seed)
         self.steps_per_epoch = len(self.sampler) // self.local_batch
         self.loader = self._loader()
-        self.optimizer = build_optimizer(self.model, self.params, run.lr, run.freezer.lr_scales())
-        self.scheduler = build_scheduler(self.optimizer, self.params, run.lr, self.steps_per_epoch)
-        if self.distributed.is_main and warmup_epochs(self.params) < self.params.warmup_epochs:
+        self.optimisation = Optimisation(
+            self.model,
+            self.params,
+            run.lr,
+            run.freezer.lr_scales(),
+            self.steps_per_epoch,
+            self.amp,
+        )
+        capped = self.optimisation.capped_warmup()
+        if self.distributed.is_main and capped is not None:
             log.info(
                 "%s: warm-up of %g epochs (train.warmup_epochs=%g, capped at half the run)",
                 run.name,
-                warmup_epochs(self.params),
+                capped,
                 self.params.warmup_epochs,
             )
-        # use_warmup: the decay ramps up over the first steps, so a short run's EMA does not
-        # stay anchored to the random initial weights
-        self.ema = (
-            ModelEmaV3(self.model, decay=self.params.ema_decay, use_warmup=True)
-            if self.params.ema_decay
-            else None
-        )
         self.forward_model = self._wrap(self.model)
         # a loss this far above the uniform guess's log(classes) means the run has blown up
         self.diverged_loss = DIVERGED_LOSS_FACTOR * math.log(len(run.data.classes))
 
     def _loader(self) -> DataLoader:
-        """One loader for the whole run; its workers persist across epochs. Shuffling is a
-        function of (seed, epoch) and augmentation of (seed, epoch, index), so the worker
-        count changes nothing but speed."""
-        data = self.run.data.train
         dataset = AugmentedImages.for_params(
-            torch.from_numpy(data.images),
-            torch.from_numpy(data.labels),
+            torch.from_numpy(self.run.data.train.images),
+            torch.from_numpy(self.run.data.train.labels),
             self.params.augment,
             self.run.seed,
         )
@@ -209,16 +159,7 @@ class Trainer:
                 "on" if self.amp else "off",
                 "on" if self.channels_last else "off",
             )
-        return DataLoader(
-            dataset,
-            batch_size=self.local_batch,
-            sampler=self.sampler,
-            drop_last=True,
-            collate_fn=whole_batch,
-            num_workers=workers,
-            pin_memory=self.device.type == "cuda",
-            persistent_workers=workers > 0,
-        )
+        return training_loader(dataset, self.local_batch, self.sampler, workers, self.device)
 
     def _wrap(self, model: nn.Module) -> nn.Module:
         """DDP (rebuilt when the trainable set changes) and optional torch.compile."""
@@ -229,31 +170,15 @@ class Trainer:
             model = torch.compile(model)
         return model
 
-    def current_lr(self) -> float:
-        return max(group["lr"] for group in self.optimizer.param_groups)
-
     def train_step(
         self, images: torch.Tensor, targets: torch.Tensor, step: int
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One optimisation step on a uint8 batch: (loss, logits, targets), detached, on the
-        device. ``step`` counts from the start of the run (the schedule and the EMA use it)."""
+        """One optimisation step on a uint8 batch, CutMix/MixUp applied: (loss, logits,
+        targets), detached, on the device. ``step`` counts from the start of the run."""
         targets = targets.to(self.device, non_blocking=True)
         inputs, mixed = self.mixer(self.device_input(images), targets)
-        with autocast(self.device, self.amp):
-            logits = self.forward_model(inputs)
-        # hard labels or soft (mixed) targets, with label smoothing
-        loss = F.cross_entropy(logits.float(), mixed, label_smoothing=self.params.label_smoothing)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.params.grad_clip:
-            nn.utils.clip_grad_norm_(
-                [p for p in self.model.parameters() if p.requires_grad], self.params.grad_clip
-            )
-        self.optimizer.step()
-        self.scheduler.step_update(step + 1)
-        if self.ema is not None:
-            self.ema.update(self.model, step=step)
-        return loss.detach(), logits.detach(), targets
+        loss, logits = self.optimisation.step(self.forward_model, inputs, mixed, step)
+        return loss, logits, targets
 
     def train_epoch(self, epoch: int) -> tuple[dict[str, float], float]:
         """One epoch's training metrics, and the seconds it took."""
@@ -272,9 +197,10 @@ class Trainer:
             disable=None if self.distributed.is_main else True,  # None: off when not a TTY
             leave=False,
         )
-        lr = self.current_lr()
+        lr = self.optimisation.current_lr()
         for step, (images, targets) in enumerate(bar, start=epoch * self.steps_per_epoch):
-            lr = self.current_lr()  # the rate this step trains at (the scheduler moves it after)
+            # the rate this step trains at (the scheduler moves it after)
+            lr = self.optimisation.current_lr()
             loss, logits, targets = self.train_step(images, targets, step)
             value = loss.item()
             if not math.isfinite(value) or value > self.diverged_loss:
@@ -300,39 +226,18 @@ class Trainer:
         }
         return metrics, seconds
 
-    def evaluation_model(self) -> nn.Module:
-        return self.ema.module if self.ema is not None else self.model
-
     def val_metrics(self) -> dict[str, float]:
         """Loss, accuracy and F1 on the validation split (the EMA weights when EMA is on)."""
         val = self.run.data.val
         logits = predict_logits(
-            self.evaluation_model(), val.images, self.device_input, self.params.batch_size, self.amp
+            self.optimisation.evaluation_model(),
+            val.images,
+            self.device_input,
+            self.params.batch_size,
+            self.amp,
         )
         metrics = classification_metrics(logits, val.labels)
         return {f"val/{key}": value for key, value in metrics.items()}
-
-    def state(
-        self, epoch: int, stopping: EarlyStopping, history: list, seconds: float
-    ) -> dict[str, Any]:
-        return {
-            "fingerprint": self.run.fingerprint,
-            "epoch": epoch,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "ema": self.ema.state_dict() if self.ema is not None else None,
-            "early_stopping": stopping.state_dict(),
-            "history": history,
-            "train_seconds": seconds,
-        }
-
-    def restore(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if self.ema is not None:
-            self.ema.load_state_dict(state["ema"])
 
     def fit(self) -> TrainResult:
         run, params = self.run, self.params
@@ -341,9 +246,7 @@ class Trainer:
         history: list[dict[str, float]] = []
         start_epoch, seconds = 0, 0.0
         if state is not None:
-            self.restore(state)
-            stopping.load_state_dict(state["early_stopping"])
-            history, start_epoch, seconds = state["history"], state["epoch"], state["train_seconds"]
+            history, start_epoch, seconds = restore(state, self.model, self.optimisation, stopping)
             if self.distributed.is_main:
                 for metrics in history:
                     run.log_epoch(metrics)
@@ -356,12 +259,22 @@ class Trainer:
                 metrics, epoch_seconds = self._train_and_validate(epoch)
                 seconds += epoch_seconds
                 history.append(metrics)
-                improved = stopping.update(epoch, metrics["val/loss"], self.evaluation_model())
+                improved = stopping.update(
+                    epoch, metrics["val/loss"], self.optimisation.evaluation_model()
+                )
                 stopped_early = self.distributed.broadcast_flag(stopping.should_stop)
                 if self.distributed.is_main:
                     run.log_epoch(metrics)
                     self._log(epoch, metrics, improved)
-                    state = self.state(epoch + 1, stopping, history, seconds)
+                    state = resume_state(
+                        run.fingerprint,
+                        epoch + 1,
+                        self.model,
+                        self.optimisation,
+                        stopping,
+                        history,
+                        seconds,
+                    )
                     save_resume_state(run.state_path, state)
                 finished = epoch + 1
                 pruned = self.distributed.broadcast_flag(

@@ -29,12 +29,20 @@ ENV_TRIAL = "CIFAR10_SWEEP_TRIAL_ID"
 ENV_OBJECTIVE = "CIFAR10_SWEEP_OBJECTIVE"
 DVC_TEMP_EXPERIMENTS = ".dvc/tmp/exps/"  # where `dvc exp run --temp` runs a trial
 
-# tune.objective -> (the per-epoch metric the engine logs, the direction Optuna optimises)
-OBJECTIVES = {
-    "val_loss": ("val/loss", "minimize"),
-    "val_accuracy": ("val/accuracy", "maximize"),
-    "val_f1_weighted": ("val/f1_weighted", "maximize"),
-}
+
+def epoch_metric(objective: str) -> str:
+    """The per-epoch metric the trainer logs for a tune.objective: val_loss -> val/loss."""
+    return objective.replace("val_", "val/", 1)
+
+
+def direction(objective: str) -> str:
+    """What Optuna does with a tune.objective: a loss is minimised, a score maximised."""
+    return "minimize" if objective.endswith("loss") else "maximize"
+
+
+def result_key(objective: str) -> str:
+    """The key of a trial's metrics/train/<model>.json holding its result: best_val_loss."""
+    return f"best_{objective}"
 
 
 def is_journal(url: str) -> bool:
@@ -91,7 +99,7 @@ def trial_reporter(tune: TuneParams, epochs: int) -> TrialReporter | None:
         study_name=os.environ[ENV_STUDY], storage=storage, pruner=make_pruner(tune, epochs)
     )
     trial = optuna.trial.Trial(study, int(os.environ[ENV_TRIAL]))
-    metric, _direction = OBJECTIVES[os.environ[ENV_OBJECTIVE]]
+    metric = epoch_metric(os.environ[ENV_OBJECTIVE])
     return TrialReporter(trial, metric)
 
 
