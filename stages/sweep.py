@@ -25,7 +25,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -45,27 +44,23 @@ from stages.common.config.overrides import with_overrides
 from stages.common.config.params import Params, parse_params, set_dotted
 from stages.common.config.tuning import Distribution
 from stages.common.plumbing.command import run_command
-from stages.common.plumbing.errors import ParamsError, StageError, first_line
+from stages.common.plumbing.errors import ParamsError, StageError
 from stages.common.plumbing.files import save_figure, write_json, write_text
 from stages.common.plumbing.output_paths import STUDIES_DIR, SWEEPS_DIR, paths
+from stages.common.tuning.storage import absolute_sqlite, open_storage, shown_url
 from stages.common.tuning.trial import (
     ENV_OBJECTIVE,
     ENV_STORAGE,
     ENV_STUDY,
     ENV_TRIAL,
     direction,
-    is_journal,
     make_pruner,
     result_key,
-    storage_from_url,
 )
 
 log = logging.getLogger("sweep")
 ENV_STORAGE_OVERRIDE = "SWEEP_STORAGE"
-HEARTBEAT_SECONDS = 20
-TRIAL_RETRIES = 3
 FAILURES_IN_A_ROW = 3  # this many failed trials in a row stop the sweep: the cause is not chance
-SCHEMA_ATTEMPTS = 3  # opening a new database that another worker is setting up
 INTERRUPTED = "interrupted"  # a trial's user attribute: Ctrl-C or SIGTERM ended it
 RETRY_OF = "retry_of"  # a queued trial's: the interrupted trial whose params it runs again
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -370,77 +365,6 @@ def readable_parallel_coordinates(axes: Any, study: Any) -> None:
         label.set_horizontalalignment("right")
 
 
-def absolute_sqlite(url: str) -> str:
-    """A relative SQLite URL made absolute: trials run in DVC's temporary copies of the
-    repository, and their training reports to the study from there."""
-    prefix = "sqlite:///"
-    if url.startswith(prefix) and not url.startswith(prefix + "/"):
-        return prefix + (Path.cwd() / url[len(prefix) :]).as_posix()
-    return url
-
-
-def open_storage(url: str):
-    """The study's storage at ``url`` (an RDB with heartbeats, or a journal file); one line
-    for a URL that is no URL, a database that cannot be opened, a driver not installed, before
-    any trial runs."""
-    import sqlalchemy.exc
-    from sqlalchemy.engine import make_url
-
-    if is_journal(url):
-        return storage_from_url(url)
-    try:
-        parsed = make_url(url)
-    except sqlalchemy.exc.ArgumentError:
-        raise ParamsError(
-            f"tune.storage: '{url}' is neither a database URL (sqlite:///path, "
-            "postgresql://user:password@host/database) nor a journal file (a path ending .log)"
-        ) from None
-    shown = parsed.render_as_string(hide_password=True)
-    try:
-        for attempt in range(SCHEMA_ATTEMPTS):
-            try:
-                return _rdb_storage(url)
-            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
-                # two workers meeting a new database create Optuna's tables at once, and the
-                # slower one's CREATE fails: the tables are there now, so it tries again
-                if attempt == SCHEMA_ATTEMPTS - 1:
-                    raise
-                time.sleep(1 + attempt)
-    except ImportError:
-        driver = parsed.get_dialect().driver
-        raise ParamsError(
-            f"tune.storage: {shown} needs the database driver '{driver}', which is not "
-            "installed (pip install -r requirements-remote.txt)"
-        ) from None
-    except (sqlalchemy.exc.SQLAlchemyError, ValueError) as error:
-        cause = getattr(error, "orig", None) or error
-        raise ParamsError(f"tune.storage: cannot open {shown} ({first_line(cause)})") from None
-
-
-def shown_url(url: str) -> str:
-    """``url`` as a log line may show it: the password hidden."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return url  # a journal file's path
-
-
-def _rdb_storage(url: str):
-    with warnings.catch_warnings():  # heartbeats are marked experimental
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
-            url,
-            heartbeat_interval=tune_heartbeat(),
-            grace_period=3 * tune_heartbeat(),
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                TRIAL_RETRIES
-            ),
-        )
-
-
 def open_study(sweep: Sweep):
     tune = sweep.params.tune
     study_direction = direction(tune.objective)
@@ -456,11 +380,6 @@ def open_study(sweep: Sweep):
         study.sampler = optuna.samplers.RandomSampler(seed=seed)
     study.pruner = make_pruner(tune, sweep.epochs)
     return study
-
-
-def tune_heartbeat() -> int:
-    """Seconds between a running trial's heartbeats (a killed trial is failed after 3)."""
-    return int(os.environ.get("SWEEP_HEARTBEAT_SECONDS", HEARTBEAT_SECONDS))
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ LAYERS = [
     "models",  # building models, checkpoints, inference
     "evaluation",  # metrics, figures, explanations, corruptions, the evaluate stage's steps
     "training",  # the loop, augmentation, freezing, optimizers, resumable state
-    "tuning",  # a sweep trial's link to its study
+    "tuning",  # a sweep's storage, a trial's link to its study
     "release",  # the released model, ONNX, the prediction service
     "preflight",  # what a run will execute and what it will cost
 ]

@@ -10,6 +10,7 @@ import pytest
 
 from stages.common.config.tuning import TuneParams
 from stages.common.tuning import trial
+from stages.common.tuning.storage import storage_from_url
 from tests.conftest import shipped
 
 
@@ -44,7 +45,7 @@ def test_the_reporter_reports_each_epoch_and_the_pruner_stops_a_bad_trial(tmp_pa
     """Two finished trials reached val/loss 1.0 at epoch 1; a third at 3.0 is pruned there
     (median pruner, no start-up trials), one at 0.5 is not."""
     url = str(tmp_path / "study.log")
-    study = optuna.create_study(study_name="s", storage=trial.storage_from_url(url))
+    study = optuna.create_study(study_name="s", storage=storage_from_url(url))
     for _ in range(2):
         finished = study.ask()
         finished.report(1.0, 0)

@@ -301,6 +301,20 @@ def create_app(
     max_body = max_files * (max_file_bytes + 4096)
     limits = replace(limits or Limits(), max_body=max_body)
     refusals = refusals or RefusalLog(log)
+    app = FastAPI(
+        title="CIFAR-10 classifier",
+        summary="The released model of this repository's DVC pipeline",
+        lifespan=_lifespan(batcher, refusals),
+        docs_url=None,  # below, with its assets served from here
+    )
+    _add_error_handlers(app)
+    _add_offline_docs(app)
+    _add_routes(app, backend, card, batcher, max_files, max_file_bytes)
+    return access_logged(BodyGuard(_checked_headers(app, max_body, max_files), limits, refusals))
+
+
+def _lifespan(batcher: Batcher, refusals: RefusalLog):
+    """The batcher's worker and the refusal log's flusher, running while the app does."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -317,13 +331,11 @@ def create_app(
         flusher.cancel()
         refusals.flush()
 
-    app = FastAPI(
-        title="CIFAR-10 classifier",
-        summary="The released model of this repository's DVC pipeline",
-        lifespan=lifespan,
-        docs_url=None,  # below, with its assets served from here
-    )
-    app.mount(ASSETS, StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="assets")
+    return lifespan
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error as the documented ``{"error": ...}`` with its status, FastAPI's own too."""
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
@@ -340,6 +352,11 @@ def create_app(
         log.exception("%s %s failed", request.method, request.url.path)
         return error_response(request, 500, f"internal error ({type(error).__name__})")
 
+
+def _add_offline_docs(app: FastAPI) -> None:
+    """/docs with swagger-ui's assets served from here (a CDN is out of reach offline)."""
+    app.mount(ASSETS, StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="assets")
+
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
         return get_swagger_ui_html(
@@ -350,6 +367,15 @@ def create_app(
             swagger_favicon_url=f"{ASSETS}/favicon-32x32.png",
         )
 
+
+def _add_routes(
+    app: FastAPI,
+    backend: Backend,
+    card: dict[str, Any],
+    batcher: Batcher,
+    max_files: int,
+    max_file_bytes: int,
+) -> None:
     @app.api_route("/healthz", methods=["GET", "HEAD"])
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -371,16 +397,27 @@ def create_app(
             for i, (upload, blob) in enumerate(zip(files, blobs, strict=True))
         ]
         probabilities = await batcher.probabilities(np.stack(images))
-        top_k = min(top_k, len(backend.info.classes))
-        predictions = []
-        for upload, probs in zip(files, probabilities):
-            best = np.argsort(-probs, kind="stable")[:top_k]
-            top = [{"class": backend.info.classes[i], "probability": float(probs[i])} for i in best]
-            predictions.append({"file": upload.filename, "top": top})
-        return {"predictions": predictions}
+        names = [upload.filename for upload in files]
+        return {"predictions": top_predictions(names, probabilities, backend.info.classes, top_k)}
+
+
+def top_predictions(
+    names: list[str | None], probabilities: np.ndarray, classes: list[str], top_k: int
+) -> list[dict[str, Any]]:
+    """Each file's ``top_k`` classes, most probable first (ties in class order)."""
+    predictions = []
+    for name, probs in zip(names, probabilities, strict=True):
+        best = np.argsort(-probs, kind="stable")[: min(top_k, len(classes))]
+        top = [{"class": classes[i], "probability": float(probs[i])} for i in best]
+        predictions.append({"file": name, "top": top})
+    return predictions
+
+
+def _checked_headers(app: ASGIApp, max_body: int, max_files: int) -> ASGIApp:
+    """``app`` behind what can be refused from a prediction's headers alone, before its body
+    is read."""
 
     async def checked(scope: Scope, receive: Receive, send: Send) -> None:
-        """What can be refused from a prediction's headers alone, before its body is read."""
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == PREDICT:
             request = Request(scope)
             try:
@@ -391,4 +428,4 @@ def create_app(
                 return
         await app(scope, receive, send)
 
-    return access_logged(BodyGuard(checked, limits, refusals))
+    return checked

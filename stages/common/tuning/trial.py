@@ -20,6 +20,7 @@ from stages.common.plumbing.output_paths import (
     VALIDATE_METRICS,
     paths,
 )
+from stages.common.tuning.storage import storage_from_url
 
 log = logging.getLogger(__name__)
 
@@ -43,23 +44,6 @@ def direction(objective: str) -> str:
 def result_key(objective: str) -> str:
     """The key of a trial's metrics/train/<model>.json holding its result: best_val_loss."""
     return f"best_{objective}"
-
-
-def is_journal(url: str) -> bool:
-    """Whether ``url`` names an Optuna journal file (journal:PATH, or a path ending .log)."""
-    return url.startswith("journal:") or url.endswith(".log")
-
-
-def storage_from_url(url: str):
-    """An Optuna storage for ``url``: a journal file (path ending in .log, or journal:PATH),
-    which several processes on one machine can share, or any RDB URL Optuna accepts."""
-    import optuna
-    from optuna.storages.journal import JournalFileBackend
-
-    if is_journal(url):
-        path = url.removeprefix("journal:")
-        return optuna.storages.JournalStorage(JournalFileBackend(path))
-    return optuna.storages.RDBStorage(url)
 
 
 @dataclass
