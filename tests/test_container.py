@@ -176,6 +176,7 @@ def run(podman_env, *args: str, timeout: int = 900, **kwargs) -> subprocess.Comp
     return result
 
 
+@pytest.mark.slow  # builds and runs the image
 @needs_podman
 def test_the_image_runs_run_sh_as_uid_1000_programs_by_name_and_installs_nothing(podman_env, image):
     assert (
@@ -188,6 +189,7 @@ def test_the_image_runs_run_sh_as_uid_1000_programs_by_name_and_installs_nothing
     assert setup.stdout == "" and "pip" not in setup.stderr
 
 
+@pytest.mark.slow  # builds and runs the image
 @needs_podman
 def test_containerignore_leaves_tools_results_and_weights_out_at_any_depth(podman_env, tmp_path):
     context = tmp_path / "context"
@@ -239,6 +241,7 @@ def owners(folder: Path) -> set[int]:
     return {path.stat().st_uid for path in folder.rglob("*") if ".git" not in path.parts}
 
 
+@pytest.mark.slow  # builds and runs the image
 @needs_podman
 @as_root
 def test_a_training_run_in_a_mounted_clone_of_another_user(podman_env, image, tmp_path, image_tar):
@@ -352,6 +355,7 @@ def rootless_user(podman_env, image) -> Iterator[tuple[list[str], Path]]:
     shutil.rmtree(folder)
 
 
+@pytest.mark.slow  # builds and runs the image
 @needs_podman
 @as_root
 def test_rootless_podman_writes_the_clone_with_keep_id(rootless_user, image):

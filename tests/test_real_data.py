@@ -20,6 +20,7 @@ from tests.conftest import (
 )
 from tests.test_training import history, metrics
 
+pytestmark = pytest.mark.slow  # all 60,000 real images, real ImageNet weights
 needs_data = needs(None if REAL_DATA.exists() else f"{REAL_DATA} not present")
 needs_weights = needs(
     None if REAL_DATA.exists() and REAL_WEIGHTS.exists() else "../shared data or weights absent"

@@ -202,6 +202,7 @@ def test_a_dry_run_says_what_would_run_and_what_it_costs_and_changes_nothing(clo
     assert snapshot(clone) == before
 
 
+@pytest.mark.slow  # times the defaults' 224 px steps, as a real run does
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the gate is for machines without a GPU")
 def test_a_run_of_hours_on_a_cpu_stops_before_dvc_with_the_ways_on(clone, image_tar):
     before = snapshot(clone)
@@ -231,6 +232,7 @@ def test_a_run_of_hours_on_a_cpu_stops_before_dvc_with_the_ways_on(clone, image_
     assert snapshot(clone) == before
 
 
+@pytest.mark.slow  # a busy machine, for real
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the gate is for machines without a GPU")
 @pytest.mark.parametrize("preset", ["smoke", "cpu"])
 def test_the_presets_made_for_a_cpu_start_however_busy_the_machine(clone, tmp_path, preset):

@@ -407,6 +407,7 @@ def test_a_diverging_run_stops_with_one_line_and_no_best_model(
     assert not (ready_project / "models/resnet/model.safetensors").exists()
 
 
+@pytest.mark.slow  # two training processes, one signalled mid-epoch
 @pytest.mark.parametrize(("sent", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_an_interrupted_run_says_so_in_one_line_and_resumes(ready_project, sent, code):
     update_params(ready_project, train={"epochs": 40})
