@@ -1,5 +1,6 @@
-"""stages.show's table from rows as DVC lists them: which columns, in what order, and how it
-fits a width. (The real `dvc exp show` rows: tests/test_dvc_pipeline.py.)"""
+"""The experiments table (stages/common/reporting/experiments.py) from rows as DVC lists them:
+which columns, in what order, and how it fits a width. (The real `dvc exp show` rows:
+tests/test_dvc_pipeline.py.)"""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ import pytest
 
 from stages.common.config.param_changes import flatten
 from stages.common.plumbing.errors import ParamsError
-from stages.show import Row, dropped_note, fit, render_text, sort_rows, table
+from stages.common.reporting.experiments import (
+    Row,
+    dropped_note,
+    fit,
+    render_text,
+    sort_rows,
+    table,
+)
 from tests.conftest import run_module
 
 MODELS = {
