@@ -26,28 +26,22 @@ import socket
 import subprocess
 import sys
 import warnings
-from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
-from matplotlib import colormaps
-from matplotlib.colors import ListedColormap
-from matplotlib.ticker import FuncFormatter, MaxNLocator
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
-from optuna.visualization import matplotlib as optuna_plots
 
 from stages.common.config.overrides import with_overrides
-from stages.common.config.params import Params, parse_params, set_dotted
+from stages.common.config.params import parse_params, set_dotted
 from stages.common.config.tuning import Distribution
 from stages.common.plumbing.command import run_command
 from stages.common.plumbing.errors import ParamsError, StageError
-from stages.common.plumbing.files import save_figure, write_json, write_text
-from stages.common.plumbing.output_paths import STUDIES_DIR, SWEEPS_DIR, paths
+from stages.common.plumbing.output_paths import STUDIES_DIR, paths
+from stages.common.reporting.sweep_summary import short_value, write_results
 from stages.common.tuning.storage import absolute_sqlite, open_storage, shown_url
+from stages.common.tuning.sweep import Sweep
 from stages.common.tuning.trial import (
     ENV_OBJECTIVE,
     ENV_STORAGE,
@@ -64,34 +58,10 @@ FAILURES_IN_A_ROW = 3  # this many failed trials in a row stop the sweep: the ca
 INTERRUPTED = "interrupted"  # a trial's user attribute: Ctrl-C or SIGTERM ended it
 RETRY_OF = "retry_of"  # a queued trial's: the interrupted trial whose params it runs again
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-TRUSTED_IMPORTANCE_TRIALS = 20  # fewer complete trials: the importances plot comes with a warning
 
 
 class SweepError(StageError):
     """A trial's DVC experiment failed."""
-
-
-@dataclass
-class Sweep:
-    """One process's part of a study."""
-
-    params: Params
-    raw: dict[str, Any]  # params.yaml with the command line's overrides, for checking trials
-    model: str
-    study_name: str
-    storage_url: str
-    epochs: int
-    overrides: list[str]  # the command line's -S, applied to every trial
-    failures_in_a_row: int = 0
-    last_failure: str = ""
-
-    @property
-    def folder(self) -> Path:
-        return SWEEPS_DIR / self.study_name
-
-    def experiment_name(self, number: int) -> str:
-        """Trial ``number`` (Optuna's, from 0) as everything here names it: from 1."""
-        return f"{self.study_name}-t{number + 1:03d}"
 
 
 def suggest(trial: Any, key: str, distribution: Distribution) -> Any:
@@ -171,7 +141,7 @@ def objective_function(sweep: Sweep):
 
     def objective(trial: optuna.Trial) -> float:
         values = {key: suggest(trial, key, d) for key, d in tune.space.items()}
-        shown = ", ".join(f"{key}={_short(value)}" for key, value in values.items())
+        shown = ", ".join(f"{key}={short_value(value)}" for key, value in values.items())
         done = len(trial.study.get_trials(deepcopy=False, states=FINISHED))
         retry = trial.user_attrs.get(RETRY_OF)
         again = f", again the interrupted trial {retry + 1}'s" if retry is not None else ""
@@ -218,10 +188,6 @@ def retry_interrupted(study: Any) -> None:
             log.info("trial %d was interrupted: its params run again", trial.number + 1)
 
 
-def _short(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
 def report_trial(study: Any, trial: Any) -> None:
     """One line per finished trial: its value or fate, and the best so far."""
 
@@ -235,134 +201,6 @@ def report_trial(study: Any, trial: Any) -> None:
     except ValueError:
         best_text = "no completed trial yet"
     log.info("  trial %d: %s; %s", trial.number + 1, outcome, best_text)
-
-
-def write_results(sweep: Sweep, study: Any) -> None:
-    """summary.md (the trials, the best one, Optuna's plots), best.json and the plots, in
-    sweeps/<study>/."""
-    lines = trial_table(sweep, study)
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if complete:
-        lines += write_best(sweep, study.best_trial)
-        lines += draw_plots(sweep, study, len(complete))
-    write_text(sweep.folder / "summary.md", "\n".join(lines) + "\n")
-
-
-def trial_table(sweep: Sweep, study: Any) -> list[str]:
-    trials = study.get_trials(deepcopy=False)
-    space = sweep.params.tune.space
-    count = Counter(t.state for t in trials)
-    lines = [
-        f"# Sweep {sweep.study_name}: {sweep.model}, {sweep.params.tune.objective} "
-        f"({study.direction.name.lower()})",
-        "",
-        f"{count[TrialState.COMPLETE]} complete, {count[TrialState.PRUNED]} pruned, "
-        f"{count[TrialState.FAIL]} failed; {sweep.epochs} epochs per trial. Trials count from "
-        f"1, as in the experiments' names ({sweep.experiment_name(0)} is trial 1; Optuna's own "
-        "number is one less).",
-        "",
-        "| trial | experiment | state | value | epochs | " + " | ".join(space) + " |",
-        "|---:|---|---|---:|---:|" + "---|" * len(space),
-    ]
-    for t in trials:
-        value = f"{t.value:.4f}" if t.value is not None else "-"
-        cells = [_short(t.params.get(key, "-")) for key in space]
-        lines.append(
-            f"| {t.number + 1} | {t.user_attrs.get('experiment', '-')} | {t.state.name.lower()} "
-            f"| {value} | {len(t.intermediate_values)} | " + " | ".join(cells) + " |"
-        )
-    return lines
-
-
-def write_best(sweep: Sweep, best: Any) -> list[str]:
-    """best.json; summary.md's lines about the best trial."""
-    experiment = best.user_attrs["experiment"]
-    commands = {
-        "apply": f"dvc exp apply {experiment}",
-        # the trial trained one model; the whole pipeline with its params, from the workspace
-        "rerun": f"dvc exp apply {experiment} && bash run.sh --from-workspace",
-    }
-    write_json(
-        sweep.folder / "best.json",
-        {
-            "study": sweep.study_name,
-            "model": sweep.model,
-            "objective": sweep.params.tune.objective,
-            "value": best.value,
-            "trial": best.number + 1,
-            "experiment": experiment,
-            "params": best.params,
-            "overrides": best.user_attrs["overrides"],  # every -S its `dvc exp run` had
-            "commands": commands,
-        },
-    )
-    return [
-        "",
-        f"Best: trial {best.number + 1} ({experiment}), {best.value:.4f}.",
-        "",
-        f"    {commands['apply']}    # its params and model into the workspace",
-        f"    {commands['rerun']}    # and the whole pipeline with them",
-        "",
-    ]
-
-
-def draw_plots(sweep: Sweep, study: Any, complete: int) -> list[str]:
-    """Optuna's optimisation history (trials numbered from 1, as everywhere here), and with
-    two complete trials or more its parallel coordinates and parameter importances; the
-    summary's lines for them."""
-    figures: dict[str, Any] = {"history.png": optuna_plots.plot_optimization_history}
-    if complete >= 2:
-        figures["parallel_coordinate.png"] = optuna_plots.plot_parallel_coordinate
-        figures["importances.png"] = optuna_plots.plot_param_importances
-    lines = []
-    for file_name, plot in figures.items():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
-            try:
-                axes = plot(study)
-            except (ValueError, RuntimeError) as error:  # e.g. every value identical
-                log.warning("%s: not drawn (%s)", file_name, error)
-                continue
-        if file_name == "history.png":
-            axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-            axes.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x + 1:.0f}"))
-        if file_name == "parallel_coordinate.png":
-            readable_parallel_coordinates(axes, study)
-        if file_name == "importances.png" and complete < TRUSTED_IMPORTANCE_TRIALS:
-            note = (
-                f"Parameter importances from {complete} complete trials say little: Optuna "
-                f"estimates them from the trials' spread, which needs "
-                f"{TRUSTED_IMPORTANCE_TRIALS} or more to separate a parameter from chance."
-            )
-            log.warning(note)
-            lines += ["", note]
-        figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
-        figure.set_size_inches(9, 5)
-        figure.tight_layout()
-        save_figure(figure, sweep.folder / file_name)
-        lines.append(f"![{file_name}]({file_name})")
-    return lines
-
-
-def readable_parallel_coordinates(axes: Any, study: Any) -> None:
-    """Optuna's parallel coordinates drew the worst trial in the colour map's white on a grey
-    background and cut the axis names to 14 characters: every line here in a colour map
-    without white (the best trial darkest), on white, and each axis with its whole name (Optuna
-    orders the params by name), turned to fit."""
-    best_first = (
-        "viridis" if study.direction == optuna.study.StudyDirection.MINIMIZE else "viridis_r"
-    )
-    shades = colormaps[best_first](np.linspace(0.0, 0.85, 256))  # the palest tenth left out
-    axes.set_facecolor("white")
-    for collection in axes.collections:
-        collection.set_cmap(ListedColormap(shades))
-    names = sorted({name for trial in study.trials for name in trial.params})
-    labels = axes.get_xticklabels()
-    if len(labels) == len(names) + 1:
-        axes.set_xticks(axes.get_xticks(), [labels[0].get_text(), *names])
-    for label in axes.get_xticklabels():
-        label.set_rotation(25)
-        label.set_horizontalalignment("right")
 
 
 def open_study(sweep: Sweep):

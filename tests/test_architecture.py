@@ -22,7 +22,7 @@ LAYERS = [
     "tuning",  # a sweep's storage, a trial's link to its study
     "release",  # the released model, ONNX, the prediction service
     "preflight",  # what a run will execute and what it will cost
-    "reporting",  # the experiments as one table
+    "reporting",  # the experiments as one table, a sweep's summary
 ]
 
 

@@ -15,7 +15,8 @@ import optuna
 import pytest
 import yaml
 
-from stages.sweep import TRUSTED_IMPORTANCE_TRIALS, Sweep, draw_plots
+from stages.common.reporting.sweep_summary import TRUSTED_IMPORTANCE_TRIALS, draw_plots
+from stages.common.tuning.sweep import Sweep
 from tests.conftest import run_module, shipped
 from tests.test_dvc_pipeline import commit_all, dvc, environment, init_repo, keep_models, tiny
 

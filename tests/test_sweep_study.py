@@ -7,14 +7,9 @@ import optuna
 import pytest
 from matplotlib.colors import to_rgb
 
-from stages.sweep import (
-    INTERRUPTED,
-    RETRY_OF,
-    Sweep,
-    draw_plots,
-    retry_interrupted,
-    trial_overrides,
-)
+from stages.common.reporting.sweep_summary import draw_plots
+from stages.common.tuning.sweep import Sweep
+from stages.sweep import INTERRUPTED, RETRY_OF, retry_interrupted, trial_overrides
 from tests.conftest import shipped, shipped_raw
 
 
@@ -60,7 +55,8 @@ def test_parallel_coordinates_name_every_axis_whole_and_draw_no_line_white(tmp_p
     sweep.folder.mkdir(parents=True)
     captured = {}
     monkeypatch.setattr(
-        "stages.sweep.save_figure", lambda figure, path: captured.update({path.name: figure})
+        "stages.common.reporting.sweep_summary.save_figure",
+        lambda figure, path: captured.update({path.name: figure}),
     )
     draw_plots(sweep, study, complete=6)
     axes = captured["parallel_coordinate.png"].axes[0]
