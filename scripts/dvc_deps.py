@@ -114,7 +114,8 @@ def main() -> int:
     pipeline = yaml.load(PIPELINE.read_text())
     problems = drifted(pipeline)
     document = RERUN_DOC.read_text()
-    table_stale = with_table(document, rerun_table(pipeline)) != document
+    current = with_table(document, rerun_table(pipeline))
+    table_stale = current != document
     if args.check:
         for name, (missing, extra) in problems.items():
             print(f"dvc.yaml stage {name}: missing {missing}, not imported {extra}")
@@ -135,7 +136,7 @@ def main() -> int:
     else:
         print("dvc.yaml: code deps up to date")
     if table_stale:
-        RERUN_DOC.write_text(with_table(document, rerun_table(pipeline)))
+        RERUN_DOC.write_text(current)
         print(f"{RERUN_DOC.relative_to(ROOT)}: rerun table written")
     return 0
 
