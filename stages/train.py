@@ -91,7 +91,7 @@ def train(params: TrainStageParams, name: str) -> None:
             freezer=Freezer(model, spec.freezing, f"models.{name}.freezing"),
             data=data,
             seed=params.seed,
-            state_path=where.resume_dir / "resume.safetensors",
+            state_path=where.resume_state,
             fingerprint=fingerprint(shapes_the_run),
             log_epoch=lambda metrics: log_to_live(live, metrics),
             should_stop=reporter.should_stop if reporter else TrainRun.should_stop,
@@ -139,7 +139,7 @@ def refuse_unwritable(where: ModelPaths) -> None:
     """Stop before training when an output cannot be written (found now, not after every
     epoch has run)."""
     outputs = [where.checkpoint, where.train_metrics, where.live_dir / "metrics.json"]
-    for output in [*outputs, where.resume_dir / "resume.safetensors"]:
+    for output in [*outputs, where.resume_state]:
         if problem := writable(output):
             raise DataError(f"{output}: cannot write it ({problem}); nothing was trained")
 

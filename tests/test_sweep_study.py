@@ -8,8 +8,8 @@ import pytest
 from matplotlib.colors import to_rgb
 
 from stages.common.reporting.sweep_summary import draw_plots
+from stages.common.tuning.study import INTERRUPTED, RETRY_OF, retry_interrupted, trial_overrides
 from stages.common.tuning.sweep import Sweep
-from stages.sweep import INTERRUPTED, RETRY_OF, retry_interrupted, trial_overrides
 from tests.conftest import shipped, shipped_raw
 
 

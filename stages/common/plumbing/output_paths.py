@@ -69,6 +69,10 @@ class ModelPaths:
         return Path("checkpoints") / self.name
 
     @property
+    def resume_state(self) -> Path:
+        return self.resume_dir / "resume.safetensors"
+
+    @property
     def evaluate_metrics(self) -> Path:
         return METRICS_DIR / "evaluate" / f"{self.name}.json"
 

@@ -17,14 +17,10 @@ from optuna.trial import TrialState
 from optuna.visualization import matplotlib as optuna_plots
 
 from stages.common.plumbing.files import save_figure, write_json, write_text
-from stages.common.tuning.sweep import Sweep
+from stages.common.tuning.sweep import Sweep, short_value
 
 log = logging.getLogger("sweep")
 TRUSTED_IMPORTANCE_TRIALS = 20  # fewer complete trials: the importances plot comes with a warning
-
-
-def short_value(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def write_results(sweep: Sweep, study: Any) -> None:

@@ -264,18 +264,7 @@ class Trainer:
                 )
                 stopped_early = self.distributed.broadcast_flag(stopping.should_stop)
                 if self.distributed.is_main:
-                    run.log_epoch(metrics)
-                    self._log(epoch, metrics, improved)
-                    state = resume_state(
-                        run.fingerprint,
-                        epoch + 1,
-                        self.model,
-                        self.optimisation,
-                        stopping,
-                        history,
-                        seconds,
-                    )
-                    save_resume_state(run.state_path, state)
+                    self._record_epoch(epoch, metrics, improved, stopping, history, seconds)
                 finished = epoch + 1
                 pruned = self.distributed.broadcast_flag(
                     self.distributed.is_main and run.should_stop(epoch, metrics)
@@ -294,6 +283,29 @@ class Trainer:
         return TrainResult(
             stopping.best_weights, stopping.best_epoch, history, stopped_early, pruned, seconds
         )
+
+    def _record_epoch(
+        self,
+        epoch: int,
+        metrics: dict[str, float],
+        improved: bool,
+        stopping: EarlyStopping,
+        history: list[dict[str, float]],
+        seconds: float,
+    ) -> None:
+        """The main process's end of an epoch: its metrics logged, the resume state saved."""
+        self.run.log_epoch(metrics)
+        self._log(epoch, metrics, improved)
+        state = resume_state(
+            self.run.fingerprint,
+            epoch + 1,
+            self.model,
+            self.optimisation,
+            stopping,
+            history,
+            seconds,
+        )
+        save_resume_state(self.run.state_path, state)
 
     def _interrupted(self, finished: int) -> TrainingInterrupted:
         """Ctrl-C or SIGTERM after ``finished`` epochs: one line saying what a re-run does (the

@@ -32,3 +32,8 @@ class Sweep:
     def experiment_name(self, number: int) -> str:
         """Trial ``number`` (Optuna's, from 0) as everything here names it: from 1."""
         return f"{self.study_name}-t{number + 1:03d}"
+
+
+def short_value(value: Any) -> str:
+    """A trial's param as logs and tables show it: floats to 4 significant digits."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
