@@ -3,7 +3,8 @@
 Reads ``release/model.safetensors`` (compare's choice, with the TTA and temperature its metadata
 carries) and writes ``export/model.onnx``: uint8 images (N, 32, 32, 3), N dynamic, in; class
 probabilities out; preprocessing, TTA and temperature inside the graph, the checkpoint's
-metadata in the file's metadata. ``metrics/export.json``: top-1 agreement and the largest
+metadata in the file's metadata, and beside it the release's drift reference (for the service).
+``metrics/export.json``: top-1 agreement and the largest
 probability difference with PyTorch (what ``stages.predict`` computes) over the test split, and
 the file's size. ``metrics/export-latency.json``: milliseconds per image at each batch size,
 PyTorch eager vs onnxruntime, median and p95 over ``export.latency_runs`` timed runs after
@@ -32,10 +33,12 @@ from stages.common.plumbing.command import run_stage
 from stages.common.plumbing.errors import DataError
 from stages.common.plumbing.files import write_atomic, write_json
 from stages.common.plumbing.output_paths import (
+    DRIFT_REFERENCE_NAME,
     EXPORT_LATENCY,
     EXPORT_METRICS,
     ONNX_MODEL,
     RELEASE_CHECKPOINT,
+    RELEASE_DRIFT_REFERENCE,
 )
 from stages.common.plumbing.stage_params import StageParams
 from stages.common.release.onnx_export import export_onnx
@@ -75,8 +78,9 @@ class ExportStageParams(StageParams):
 
 def main(all_params: ExportStageParams) -> None:
     params = all_params.export
-    if not RELEASE_CHECKPOINT.is_file():
-        raise DataError(f"{RELEASE_CHECKPOINT}: not found; `dvc repro compare` makes it")
+    for needed in (RELEASE_CHECKPOINT, RELEASE_DRIFT_REFERENCE):
+        if not needed.is_file():
+            raise DataError(f"{needed}: not found; `dvc repro compare` makes it")
     released = load_released(RELEASE_CHECKPOINT)
     test = load_prepared().test
     # the ONNX file is made, checked and timed in DVC's scratch folder and moved into place
@@ -90,6 +94,9 @@ def main(all_params: ExportStageParams) -> None:
         export_seconds = time.perf_counter() - started
         metrics, latency = check_and_time(released, candidate, test.images, params)
         write_atomic(ONNX_MODEL, lambda temp: shutil.copyfile(candidate, temp))
+    # beside the file, as beside the release: the service tests its traffic against it
+    reference = ONNX_MODEL.parent / DRIFT_REFERENCE_NAME
+    write_atomic(reference, lambda temp: shutil.copyfile(RELEASE_DRIFT_REFERENCE, temp))
     write_json(EXPORT_METRICS, metrics)
     write_json(EXPORT_LATENCY, latency)
     first = params.latency_batches[0]

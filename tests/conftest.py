@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import runpy
@@ -13,10 +14,12 @@ import sys
 import traceback
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from stages.common.config.params import Params, parse_params
+from stages.common.models.checkpoint import InferenceSettings
 from stages.common.plumbing.command import LOG_FORMAT
 from tests import synthetic
 
@@ -24,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 REAL_DATA = SHARED / "datasets" / "cifar10-jpeg.tar.gz"
 REAL_WEIGHTS = SHARED / "weights" / "efficientnet_lite0.in1k.safetensors"
+RELEASE_SETTINGS = InferenceSettings(tta="flip", temperature=1.7)  # released_project's
 PROJECT_FILES = ["stages", "dvc.yaml", ".gitignore", ".dvcignore"]
 
 
@@ -245,3 +249,29 @@ def trained_template(tmp_path_factory, prepared_template) -> Path:
 @pytest.fixture
 def trained_project(tmp_path, trained_template) -> Path:
     return Path(shutil.copytree(trained_template, tmp_path / "project"))
+
+
+@pytest.fixture(scope="session")
+def released_project(tmp_path_factory, trained_template) -> Path:
+    """The trained tiny ResNet released with a TTA and a temperature, and exported."""
+    from stages.common.models.checkpoint import ModelCheckpoint
+    from stages.common.monitoring.drift import reference_of
+    from stages.common.release.released_model import load_released
+
+    project = Path(shutil.copytree(trained_template, tmp_path_factory.mktemp("serve") / "p"))
+    model = ModelCheckpoint.load(project / "models/resnet/model.safetensors")
+    release = project / "release/model.safetensors"
+    release.parent.mkdir()
+    ModelCheckpoint(
+        model.info.model_copy(update={"inference": RELEASE_SETTINGS}), model.weights
+    ).save(release)
+    # the drift reference compare writes beside a release (compare's own is tested in
+    # tests/test_evaluate.py): the test split as this model serves it
+    test_images = np.load(project / "data/prepared/cifar10.npz")["test_images"]
+    released = load_released(release)
+    reference = reference_of(test_images, released.probabilities(test_images), model.info.classes)
+    (release.parent / "drift_reference.json").write_text(json.dumps(reference.model_dump()))
+    update_params(project, export={"latency_runs": 3, "latency_batches": [1, 8]})
+    result = run_module(project, "stages.export")
+    assert result.returncode == 0, result.stderr
+    return project

@@ -20,6 +20,7 @@ LAYERS = [
     "evaluation",  # metrics, figures, explanations, corruptions, the evaluate stage's steps
     "training",  # the loop, augmentation, freezing, optimizers, resumable state
     "tuning",  # a sweep's storage, a trial's link to its study
+    "monitoring",  # a served model's metrics, drift against its reference, an A/B test
     "release",  # the released model, ONNX, the prediction service
     "preflight",  # what a run will execute and what it will cost
     "reporting",  # the experiments as one table, a sweep's summary

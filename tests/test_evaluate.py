@@ -19,7 +19,9 @@ from stages.common.models.checkpoint import (
     ModelCheckpoint,
     Preprocessing,
 )
+from stages.common.monitoring.drift import DriftReference, image_features
 from stages.common.plumbing.tensor_files import load_tensors, save_tensors
+from stages.common.release.released_model import load_released
 from tests import synthetic
 from tests.conftest import run_module, update_params
 
@@ -318,3 +320,22 @@ def test_figure_titles_name_the_pretrained_tag_only_for_pretrained_weights(pretr
         params={"model": {"pretrained": pretrained}},
     )
     assert info.architecture == title
+
+
+def test_compare_stores_the_released_model_s_drift_reference_beside_it(evaluated, tmp_path):
+    """What the service tests live traffic against: the test split as the released file
+    serves it (its TTA and temperature), one row per test image."""
+    project = Path(shutil.copytree(evaluated, tmp_path / "reference"))
+    keep_models(project, ["resnet"])
+    result = run_module(project, "stages.compare")
+    assert result.returncode == 0, result.stderr
+    reference = DriftReference.load(project / "release/drift_reference.json")
+    test_images = np.load(project / "data/prepared/cifar10.npz")["test_images"]
+    served = load_released(project / "release/model.safetensors").probabilities(test_images)
+    assert reference.images == len(test_images)
+    assert reference.classes == synthetic.CLASSES
+    assert reference.class_counts == np.bincount(served.argmax(1), minlength=10).tolist()
+    np.testing.assert_allclose(reference.features["confidence"], served.max(1), atol=2e-5)
+    np.testing.assert_allclose(
+        reference.features["brightness"], image_features(test_images)[:, 6], atol=1e-5
+    )

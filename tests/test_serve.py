@@ -31,26 +31,9 @@ from stages.common.plumbing.errors import DataError
 from stages.common.release.onnx_export import export_onnx
 from stages.common.release.released_model import load_released
 from tests import services
+from tests.conftest import RELEASE_SETTINGS as SETTINGS
 from tests.conftest import run_module, stage_environment, update_params
 from tests.test_predict import photos as photos
-
-SETTINGS = InferenceSettings(tta="flip", temperature=1.7)
-
-
-@pytest.fixture(scope="module")
-def released_project(tmp_path_factory, trained_template) -> Path:
-    """The trained tiny ResNet released with a TTA and a temperature, and exported."""
-    project = Path(shutil.copytree(trained_template, tmp_path_factory.mktemp("serve") / "p"))
-    model = ModelCheckpoint.load(project / "models/resnet/model.safetensors")
-    release = project / "release/model.safetensors"
-    release.parent.mkdir()
-    ModelCheckpoint(model.info.model_copy(update={"inference": SETTINGS}), model.weights).save(
-        release
-    )
-    update_params(project, export={"latency_runs": 3, "latency_batches": [1, 8]})
-    result = run_module(project, "stages.export")
-    assert result.returncode == 0, result.stderr
-    return project
 
 
 def test_export_agrees_with_pytorch_and_says_how_fast(released_project):
@@ -643,7 +626,12 @@ def test_a_failed_export_leaves_its_outputs_as_they_were(released_project, tmp_p
     project = Path(shutil.copytree(released_project, tmp_path / "p"))
     before = {
         path: (project / path).read_bytes()
-        for path in ("export/model.onnx", "metrics/export.json", "metrics/export-latency.json")
+        for path in (
+            "export/model.onnx",
+            "export/drift_reference.json",
+            "metrics/export.json",
+            "metrics/export-latency.json",
+        )
     }
     update_params(project, export={"tolerance": 1e-30})
     result = run_module(project, "stages.export")
@@ -655,5 +643,6 @@ def test_a_failed_export_leaves_its_outputs_as_they_were(released_project, tmp_p
     )
     for path, content in before.items():
         assert (project / path).read_bytes() == content, path
-    assert sorted(p.name for p in (project / "export").iterdir()) == ["model.onnx"]
+    exported = sorted(p.name for p in (project / "export").iterdir())
+    assert exported == ["drift_reference.json", "model.onnx"]
     assert not list((project / ".dvc/tmp/export").iterdir())

@@ -28,6 +28,8 @@ COMPARE_PLOTS = Path("plots/compare")
 
 RELEASE_DIR = Path("release")  # the model registry's artifact: the best single model
 RELEASE_CHECKPOINT = RELEASE_DIR / "model.safetensors"
+DRIFT_REFERENCE_NAME = "drift_reference.json"  # beside a served model: its test split's features
+RELEASE_DRIFT_REFERENCE = RELEASE_DIR / DRIFT_REFERENCE_NAME
 
 ONNX_MODEL = Path("export/model.onnx")  # the released model for onnxruntime (stages/export.py)
 EXPORT_METRICS = METRICS_DIR / "export.json"  # agreement with PyTorch, file size

@@ -1,51 +1,47 @@
-"""The prediction service's application: routes, the batcher that shares the model, the model
-card, the errors it answers with and its access log. (Its entry point: stages/serve.py; what
-protects it from hostile clients: stages/common/release/http_guard.py.)
+"""The prediction service's application: its routes, its metrics and its access log. (Its
+entry point: stages/serve.py; the models it serves: release/variants.py; what protects it from
+hostile clients: release/http_guard.py; drift and the A/B test: stages/common/monitoring/.)
 
 ``POST /v1/predict``: multipart form, field ``files``, one or more images (``?top_k=3``) ->
-the top-k classes and probabilities of each, the numbers ``stages.predict`` prints for the
-same files (same decoding, TTA and temperature). ``GET|HEAD /healthz``; ``GET /v1/model``:
-the served model's card; ``/docs``: the OpenAPI page, its assets served from here (it works
-offline). Every refusal is JSON ``{"error": ...}`` with its status, and is logged with it.
+the variant that answered and, per file, a prediction id and the top-k classes and
+probabilities, the numbers ``stages.predict`` prints for the same files (same decoding, TTA and
+temperature). ``POST /v1/feedback``: ``{"prediction_id", "label"}``, a prediction's true
+class. ``GET /v1/ab``: each variant's accuracy on the labels sent back and the test of their
+difference; ``GET /v1/drift``: each variant's drift window against its reference;
+``GET /metrics``: Prometheus' text format. ``GET|HEAD /healthz``; ``GET /v1/model``: the card of
+the model that answers this client; ``/docs``: the OpenAPI page, its assets served from here
+(it works offline). Every refusal is JSON ``{"error": ...}`` with its status, and is logged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import io
 import logging
-import os
-import subprocess
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from pathlib import Path
 from typing import Annotated, Any
 
-import anyio
 import numpy as np
 import swagger_ui_bundle
-from fastapi import FastAPI, File, Query, Request, UploadFile
+from fastapi import FastAPI, File, Header, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from PIL import Image
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
-from stages.common.data.images import MAX_PIXELS, TOO_MANY_PIXELS, decode_image
-from stages.common.plumbing.errors import DataError
-from stages.common.plumbing.files import read_json
-from stages.common.plumbing.output_paths import (
-    COMPARE_DETAILS,
-    COMPARE_METRICS,
-    EXPORT_METRICS,
-    ONNX_MODEL,
-    RELEASE_CHECKPOINT,
-    paths,
+from stages.common.monitoring.ab_test import (
+    VARIANT_HEADER,
+    FeedbackLedger,
+    FeedbackRefused,
+    Router,
+    compare_variants,
 )
+from stages.common.monitoring.metrics import CONTENT_TYPE, ServiceMetrics
+from stages.common.release.errors import Refused
 from stages.common.release.http_guard import (
     ASGIApp,
     BodyGuard,
@@ -56,193 +52,85 @@ from stages.common.release.http_guard import (
     Scope,
     Send,
 )
-from stages.common.release.released_model import Backend
+from stages.common.release.uploads import (
+    MAX_FILE_BYTES,
+    MAX_FILES,
+    check_content,
+    decode_upload,
+    read_uploads,
+)
+from stages.common.release.variants import Variant
 
 log = logging.getLogger("serve")
-MAX_FILES = 32
-MAX_FILE_BYTES = 1 << 20  # as prepare reads sources: a CIFAR-sized photo is far smaller
-MAX_REQUEST_PIXELS = 2 * MAX_PIXELS  # decoded, all of a request's images together
-MAX_WAITING = 64  # requests queued for the model before 503
-REGISTRY_ARTIFACT = "cifar10-classifier"  # dvc.yaml's artifact, GTO's tag prefix
 ASSETS = "/docs-assets"
 PREDICT = "/v1/predict"
+ROUTES = {
+    "/healthz",
+    "/v1/model",
+    PREDICT,
+    "/v1/feedback",
+    "/v1/ab",
+    "/v1/drift",
+    "/metrics",
+    "/docs",
+    "/openapi.json",
+}
+FEEDBACK_STATUS = {"label": 422, "unknown": 404}
+# X-Client-Id: the same client always meets the same A/B variant
+ClientId = Annotated[str | None, Header(max_length=256, description="sticky A/B routing")]
 
 
-class Refused(HTTPException):
-    """A request this service does not take: an HTTP status and one line saying why."""
+class Feedback(BaseModel):
+    prediction_id: str = Field(max_length=64, description="from a /v1/predict answer")
+    label: str = Field(max_length=64, description="the image's true class")
 
 
-class Batcher:
-    """One model, many requests: waiting requests' images go through the model together (at
-    most ``max_batch`` per pass, on one worker thread), and at most ``max_waiting`` wait."""
+class Service:
+    """What the routes share: the variants, the split between them, the labels sent back,
+    the metrics."""
 
-    def __init__(self, backend: Backend, max_batch: int, max_waiting: int) -> None:
-        self.backend = backend
-        self.max_batch = max_batch
-        self.queue: asyncio.Queue[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = asyncio.Queue(
-            max_waiting
-        )
+    def __init__(self, variants: list[Variant], split: float) -> None:
+        self.variants = {variant.name: variant for variant in variants}
+        names = tuple(self.variants)
+        self.router = Router(names, split)
+        self.classes = variants[0].backend.info.classes
+        self.ledger = FeedbackLedger(names, self.classes)
+        monitors = {v.name: v.drift for v in variants if v.drift is not None}
+        self.metrics = ServiceMetrics(ROUTES, monitors)
+        for variant in variants:
+            card = variant.card
+            self.metrics.model_info.labels(
+                variant.name,
+                str(card["model"]),
+                card["architecture"],
+                card["runtime"],
+                str(card["version"]),
+            ).set(1)
+            variant.batcher.on_batch = self.metrics.batch_images.labels(variant.name).observe
 
-    async def probabilities(self, images: np.ndarray) -> np.ndarray:
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        try:
-            self.queue.put_nowait((images, future))
-        except asyncio.QueueFull:
-            raise Refused(503, "busy: too many requests waiting; retry shortly") from None
-        return await future
+    def variant_for(self, client: str | None) -> Variant:
+        return self.variants[self.router.choose(client)]
 
-    async def run(self) -> None:
-        while True:
-            jobs = [await self.queue.get()]
-            count = len(jobs[0][0])
-            while not self.queue.empty() and count < self.max_batch:
-                jobs.append(self.queue.get_nowait())
-                count += len(jobs[-1][0])
-            stacked = np.concatenate([images for images, _ in jobs])
-            try:
-                probabilities = await anyio.to_thread.run_sync(self.backend.probabilities, stacked)
-            except Exception as error:  # the requests fail, the service stays up
-                log.exception("inference failed")
-                for _, future in jobs:
-                    if not future.done():  # done: its client went away
-                        future.set_exception(Refused(500, f"inference failed: {error}"))
-                continue
-            start = 0
-            for images, future in jobs:
-                if not future.done():
-                    future.set_result(probabilities[start : start + len(images)])
-                start += len(images)
+    def observe(self, variant: Variant, images: np.ndarray, probabilities: np.ndarray) -> None:
+        """A request's answers into the metrics and the variant's drift window."""
+        top = probabilities.argmax(axis=1)
+        for index, count in zip(*np.unique(top, return_counts=True), strict=True):
+            self.metrics.predicted.labels(variant.name, self.classes[index]).inc(int(count))
+        confidence = self.metrics.confidence.labels(variant.name)
+        for value in probabilities.max(axis=1):
+            confidence.observe(float(value))
+        if variant.drift is not None:
+            variant.drift.observe(images, probabilities)
 
-
-@functools.cache
-def decoders() -> anyio.CapacityLimiter:
-    """Images decode on at most as many threads as there are cores (not anyio's 40): each
-    thread would keep a memory arena of its own after a burst."""
-    return anyio.CapacityLimiter(os.cpu_count() or 1)
-
-
-def registered_version() -> str | None:
-    """The newest GTO version tag on this commit (``cifar10-classifier@v1.2.0``), if any."""
-    try:
-        tags = subprocess.run(
-            ["git", "tag", "--points-at", "HEAD", "--list", f"{REGISTRY_ARTIFACT}@v*"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.split()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    versions = sorted((tag.split("@", 1)[1] for tag in tags), key=version_key)
-    return versions[-1] if versions else None
-
-
-def version_key(version: str) -> tuple[int, ...]:
-    return tuple(int(part) if part.isdigit() else 0 for part in version.lstrip("v").split("."))
-
-
-def _readable(path: Path, notes: list[str]) -> Any:
-    """``path``'s JSON, or None with a note saying why it is left out (a damaged file is no
-    reason to fail every card)."""
-    if not path.is_file():
-        return None
-    try:
-        return read_json(path)
-    except (DataError, OSError, ValueError) as error:
-        notes.append(f"{path} left out: {error}")
-        return None
-
-
-def model_card(backend: Backend) -> dict[str, Any]:
-    """What the served file is and what was measured of it: its own evaluation (by the model
-    name it carries), whether it is the released model, and the export's check when it is.
-    Made once, at start: a request costs no file reading or git."""
-    info = backend.info
-    notes: list[str] = []
-    released = backend.path.resolve() in {RELEASE_CHECKPOINT.resolve(), ONNX_MODEL.resolve()}
-    metrics: dict[str, Any] = {}
-    if info.name is None:
-        notes.append("the file names no model (made before checkpoints carried it): no metrics")
-    elif (evaluation := _readable(paths(info.name).evaluate_metrics, notes)) is not None:
-        metrics["evaluate"] = evaluation
-    comparison = _readable(COMPARE_METRICS, notes)
-    details = _readable(COMPARE_DETAILS, notes)
-    if isinstance(comparison, dict):
-        metrics["compare"] = {
-            "best": comparison.get("best_model"),
-            "released_model": details.get("released_model") if isinstance(details, dict) else None,
+    def drift_report(self) -> dict[str, Any]:
+        return {
+            "variants": {
+                name: variant.drift.report()
+                if variant.drift is not None
+                else {"verdict": "no reference", "note": variant.drift_note}
+                for name, variant in self.variants.items()
+            }
         }
-    if released and (export := _readable(EXPORT_METRICS, notes)) is not None:
-        metrics["export"] = export
-    return {
-        "file": str(backend.path),
-        "runtime": backend.runtime,
-        "model": info.name,
-        "released": released,
-        "architecture": info.architecture,
-        "classes": info.classes,
-        "data_sha256": info.data_sha256,
-        "best_epoch": info.best_epoch,
-        "preprocessing": info.preprocessing.model_dump(),
-        "inference": backend.settings.model_dump(),
-        "metrics": metrics,
-        "version": registered_version(),
-        "notes": notes,
-    }
-
-
-async def read_uploads(files: list[UploadFile], max_bytes: int) -> list[bytes]:
-    """Each file's bytes, each within ``max_bytes`` and not empty, and all of them together
-    within MAX_REQUEST_PIXELS once decoded (from their headers)."""
-    blobs = []
-    for index, upload in enumerate(files):
-        blob = await upload.read(max_bytes + 1)
-        if len(blob) > max_bytes:
-            raise Refused(413, f"{_named(index, upload)}: over {max_bytes} bytes")
-        if not blob:
-            raise Refused(422, f"{_named(index, upload)}: empty")
-        blobs.append(blob)
-    total = sum(pixels_of(blob) for blob in blobs)
-    if total > MAX_REQUEST_PIXELS:
-        raise Refused(413, f"{total:,} pixels in all; at most {MAX_REQUEST_PIXELS:,} per request")
-    return blobs
-
-
-async def decode_upload(index: int, upload: UploadFile, blob: bytes) -> np.ndarray:
-    """One uploaded file as a (32, 32, 3) uint8 image, decoded as predict decodes files."""
-    image, problem = await anyio.to_thread.run_sync(
-        lambda: decode_image(blob, convert=True, max_pixels=MAX_PIXELS), limiter=decoders()
-    )
-    if image is None:
-        status = 413 if problem.startswith(TOO_MANY_PIXELS) else 422
-        raise Refused(status, f"{_named(index, upload)}: not a usable image: {problem}")
-    return image
-
-
-def _named(index: int, upload: UploadFile) -> str:
-    return f"file {index} ('{upload.filename}')"
-
-
-def pixels_of(blob: bytes) -> int:
-    """Width x height from an image's header (0 when it has none: decoding will say)."""
-    try:
-        with Image.open(io.BytesIO(blob)) as image:
-            return image.size[0] * image.size[1]
-    except Exception:  # what Pillow raises for a file it cannot open: decoding says why
-        return 0
-
-
-def check_content(request: Request, max_body: int, max_files: int) -> None:
-    """A prediction's headers: a size within the cap, a body at all, multipart."""
-    kind = request.headers.get("content-type", "")
-    length = request.headers.get("content-length")
-    chunked = "chunked" in request.headers.get("transfer-encoding", "").lower()
-    if length is not None and length.isdigit() and int(length) > max_body:
-        raise Refused(413, f"request of {length} bytes; at most {max_body} ({max_files} files)")
-    if length == "0" or (length is None and not chunked):
-        raise Refused(400, "empty body: send images as files")
-    if not kind.lower().startswith("multipart/form-data"):
-        raise Refused(415, f"content type '{kind or 'none'}': send multipart/form-data (files)")
 
 
 def error_response(request: Request, status: int, message: str) -> JSONResponse:
@@ -250,9 +138,9 @@ def error_response(request: Request, status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def access_logged(app: ASGIApp) -> ASGIApp:
+def access_logged(app: ASGIApp, metrics: ServiceMetrics) -> ASGIApp:
     """``app`` with one log line per request (client, method, path, status, milliseconds, and
-    the error said, if any)."""
+    the error said, if any), counted and timed in ``metrics``."""
 
     async def logged(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -269,6 +157,10 @@ def access_logged(app: ASGIApp) -> ASGIApp:
         try:
             await app(scope, receive, send_status)
         finally:
+            seconds = time.perf_counter() - started
+            route = metrics.route(scope["path"])
+            metrics.requests.labels(route, scope["method"], str(status)).inc()
+            metrics.latency.labels(route).observe(seconds)
             client = scope.get("client") or ("-", 0)
             error = (scope.get("state") or {}).get("error")
             log.log(
@@ -278,7 +170,7 @@ def access_logged(app: ASGIApp) -> ASGIApp:
                 scope["method"],
                 scope["path"],
                 status,
-                (time.perf_counter() - started) * 1000,
+                seconds * 1000,
                 f": {error}" if error else "",
             )
 
@@ -286,17 +178,16 @@ def access_logged(app: ASGIApp) -> ASGIApp:
 
 
 def create_app(
-    backend: Backend,
-    card: dict[str, Any],
-    max_batch: int = 64,
+    variants: list[Variant],
+    split: float = 1.0,
     max_files: int = MAX_FILES,
     max_file_bytes: int = MAX_FILE_BYTES,
     limits: Limits | None = None,
     refusals: RefusalLog | None = None,
 ) -> ASGIApp:
     """The service as an ASGI application: FastAPI's routes inside the body guard and the
-    access log."""
-    batcher = Batcher(backend, max_batch, MAX_WAITING)
+    access log. ``split``: the share of clients the first variant answers."""
+    service = Service(variants, split)
     # a multipart body's envelope around its files: boundaries, headers, names
     max_body = max_files * (max_file_bytes + 4096)
     limits = replace(limits or Limits(), max_body=max_body)
@@ -304,21 +195,23 @@ def create_app(
     app = FastAPI(
         title="CIFAR-10 classifier",
         summary="The released model of this repository's DVC pipeline",
-        lifespan=_lifespan(batcher, refusals),
+        lifespan=_lifespan(service, refusals),
         docs_url=None,  # below, with its assets served from here
     )
     _add_error_handlers(app)
     _add_offline_docs(app)
-    _add_routes(app, backend, card, batcher, max_files, max_file_bytes)
-    return access_logged(BodyGuard(_checked_headers(app, max_body, max_files), limits, refusals))
+    _add_model_routes(app, service, max_files, max_file_bytes)
+    _add_monitoring_routes(app, service)
+    guarded = BodyGuard(_checked_headers(app, max_body, max_files), limits, refusals)
+    return access_logged(guarded, service.metrics)
 
 
-def _lifespan(batcher: Batcher, refusals: RefusalLog):
-    """The batcher's worker and the refusal log's flusher, running while the app does."""
+def _lifespan(service: Service, refusals: RefusalLog):
+    """The batchers' workers and the refusal log's flusher, running while the app does."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        worker = asyncio.create_task(batcher.run())
+        workers = [asyncio.create_task(v.batcher.run()) for v in service.variants.values()]
 
         async def flush_refusals() -> None:
             while True:
@@ -327,8 +220,8 @@ def _lifespan(batcher: Batcher, refusals: RefusalLog):
 
         flusher = asyncio.create_task(flush_refusals())
         yield
-        worker.cancel()
-        flusher.cancel()
+        for task in [*workers, flusher]:
+            task.cancel()
         refusals.flush()
 
     return lifespan
@@ -368,37 +261,76 @@ def _add_offline_docs(app: FastAPI) -> None:
         )
 
 
-def _add_routes(
-    app: FastAPI,
-    backend: Backend,
-    card: dict[str, Any],
-    batcher: Batcher,
-    max_files: int,
-    max_file_bytes: int,
-) -> None:
+def _add_model_routes(app: FastAPI, service: Service, max_files: int, max_file_bytes: int) -> None:
     @app.api_route("/healthz", methods=["GET", "HEAD"])
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/v1/model")
-    async def model() -> dict[str, Any]:
-        return card
+    async def model(response: Response, x_client_id: ClientId = None) -> dict[str, Any]:
+        variant = service.variant_for(x_client_id)
+        response.headers[VARIANT_HEADER] = variant.name
+        return {**variant.card, "variant": variant.name}
 
     @app.post(PREDICT)
     async def predict(
         files: Annotated[list[UploadFile], File(description="one or more images")],
+        response: Response,
         top_k: Annotated[int, Query(ge=1)] = 3,
+        x_client_id: ClientId = None,
     ) -> dict[str, Any]:
+        started = time.perf_counter()
+        variant = service.variant_for(x_client_id)
         if len(files) > max_files:
             raise Refused(413, f"{len(files)} files; at most {max_files} per request")
         blobs = await read_uploads(files, max_file_bytes)
-        images = [
-            await decode_upload(i, upload, blob)
-            for i, (upload, blob) in enumerate(zip(files, blobs, strict=True))
-        ]
-        probabilities = await batcher.probabilities(np.stack(images))
+        images = np.stack(
+            [
+                await decode_upload(i, upload, blob)
+                for i, (upload, blob) in enumerate(zip(files, blobs, strict=True))
+            ]
+        )
+        in_flight = service.metrics.in_flight.labels(variant.name)
+        in_flight.inc(len(images))
+        try:
+            probabilities = await variant.batcher.probabilities(images)
+        finally:
+            in_flight.dec(len(images))
+        service.observe(variant, images, probabilities)
         names = [upload.filename for upload in files]
-        return {"predictions": top_predictions(names, probabilities, backend.info.classes, top_k)}
+        predictions = top_predictions(names, probabilities, service.classes, top_k)
+        for prediction, predicted in zip(predictions, probabilities.argmax(axis=1), strict=True):
+            prediction["id"] = service.ledger.issue(variant.name, int(predicted))
+        response.headers[VARIANT_HEADER] = variant.name
+        seconds = time.perf_counter() - started
+        service.metrics.predict_latency.labels(variant.name).observe(seconds)
+        return {"variant": variant.name, "predictions": predictions}
+
+
+def _add_monitoring_routes(app: FastAPI, service: Service) -> None:
+    @app.post("/v1/feedback")
+    async def feedback(label: Feedback) -> dict[str, Any]:
+        try:
+            variant, correct = service.ledger.record(label.prediction_id, label.label)
+        except FeedbackRefused as refusal:
+            raise Refused(FEEDBACK_STATUS[refusal.kind], str(refusal)) from None
+        service.metrics.feedback.labels(variant, str(correct).lower()).inc()
+        return {"variant": variant, "correct": correct}
+
+    @app.get("/v1/ab")
+    async def ab() -> dict[str, Any]:
+        shares = dict(
+            zip(service.router.names, (service.router.first_share, 1 - service.router.first_share))
+        )
+        return {"split": shares, **compare_variants(service.ledger.tallies)}
+
+    @app.get("/v1/drift")
+    async def drift() -> dict[str, Any]:
+        return service.drift_report()
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(service.metrics.exposition(), media_type=CONTENT_TYPE)
 
 
 def top_predictions(
