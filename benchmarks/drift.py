@@ -32,11 +32,14 @@ SEVERITIES = (3, 4, 5)
 MAX_SHIFT_IMAGES = 2000  # a shift not rung by then is reported as not rung
 
 
-def stream(monitor: DriftMonitor, images: np.ndarray, probabilities: np.ndarray) -> int | None:
-    """Feed one image at a time; the images until the first alarm, or None."""
+def stream(
+    monitor: DriftMonitor, images: np.ndarray, probabilities: np.ndarray, until_alarm: bool
+) -> int | None:
+    """Feed one image at a time (all of them, or until the first alarm); the images until the
+    first alarm, or None."""
     for index in range(len(images)):
         monitor.observe(images[index : index + 1], probabilities[index : index + 1])
-        if monitor.verdict == "drift":
+        if until_alarm and monitor.verdict == "drift":
             return index + 1
     return None
 
@@ -63,7 +66,7 @@ def main() -> None:
     monitor = DriftMonitor(reference, settings)
     for _ in range(args.rounds):
         shuffled = rng.permutation(held_out)
-        stream(monitor, test.images[shuffled], probabilities[shuffled])
+        stream(monitor, test.images[shuffled], probabilities[shuffled], until_alarm=False)
     clean = {
         "images": monitor.seen,
         "tests": monitor.checks,
@@ -75,7 +78,7 @@ def main() -> None:
     for name, severity in [*cases, ("two classes", 0)]:
         warm = rng.permutation(held_out)[: args.window]
         monitor = DriftMonitor(reference, settings)
-        stream(monitor, test.images[warm], probabilities[warm])
+        stream(monitor, test.images[warm], probabilities[warm], until_alarm=False)
         picked = rng.permutation(held_out)
         if severity:
             picked = picked[:MAX_SHIFT_IMAGES]
@@ -85,7 +88,7 @@ def main() -> None:
             picked = picked[np.isin(test.labels[picked], [3, 5])][:MAX_SHIFT_IMAGES]
             images, shifted_probabilities = test.images[picked], probabilities[picked]
         key = f"{name} {severity}" if severity else name
-        shifted[key] = stream(monitor, images, shifted_probabilities)
+        shifted[key] = stream(monitor, images, shifted_probabilities, until_alarm=True)
         print(f"{key}: {shifted[key]} images to the alarm", flush=True)
     print(
         json.dumps(

@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from scipy import stats
 
 from stages.common.evaluation.corruptions import corrupt
 from stages.common.monitoring.ab_test import (
@@ -25,6 +26,7 @@ from stages.common.monitoring.drift import (
     DriftReference,
     DriftSettings,
     image_features,
+    ks_two_sample,
     reference_of,
 )
 from stages.common.monitoring.metrics import ServiceMetrics
@@ -215,3 +217,12 @@ def test_metrics_parse_and_unknown_paths_share_one_label(reference, model):
     assert detected.labels == {"variant": "A"} and detected.value == 0.0
     (cats,) = [s for s in families["cifar10_predictions"].samples if s.name.endswith("_total")]
     assert cats.labels == {"variant": "A", "class": "cat"} and cats.value == 3
+
+
+def test_the_presorted_ks_test_is_scipy_s():
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        sample = np.round(rng.normal(rng.normal(0, 0.2), 1, rng.integers(20, 600)), 2)
+        reference = np.round(rng.normal(0, 1, rng.integers(50, 12_000)), rng.integers(1, 4))
+        expected = stats.ks_2samp(sample, reference, method="asymp")
+        assert ks_two_sample(sample, np.sort(reference)) == (expected.statistic, expected.pvalue)
