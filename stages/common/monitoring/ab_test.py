@@ -48,7 +48,8 @@ class Router:
 
 
 class FeedbackRefused(ValueError):
-    """A label the ledger cannot take; ``kind``: unknown, answered or label."""
+    """A label the ledger cannot take; ``kind``: unknown (an id never issued, forgotten, or
+    labelled already) or label (not one of the classes)."""
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)

@@ -40,12 +40,10 @@ class Variant:
     drift_note: str = ""  # why there is none
 
 
-def load_variant(
-    name: str, path: Path, max_batch: int, drift: DriftSettings, batch_seen: Any = None
-) -> Variant:
+def load_variant(name: str, path: Path, max_batch: int, drift: DriftSettings) -> Variant:
     """Variant ``name``: the model at ``path`` and the drift reference beside it."""
     backend = load_backend(path)
-    batcher = Batcher(backend, max_batch, on_batch=batch_seen or (lambda images: None))
+    batcher = Batcher(backend, max_batch)  # the service tells it where to count its batches
     reference_file = path.parent / DRIFT_REFERENCE_NAME
     if not reference_file.is_file():
         note = f"no {reference_file}: drift is not measured (`dvc repro compare` writes it)"
