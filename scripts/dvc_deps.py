@@ -69,10 +69,10 @@ def drifted(pipeline: dict[str, Any]) -> dict[str, tuple[list[str], list[str]]]:
 
 
 def stage_label(name: str, stage: dict[str, Any]) -> str:
-    """``train@<m>`` for a stage per model, ``download@<name>`` per download, else ``name``."""
-    if "foreach" not in stage:
-        return name
-    return f"{name}@<m>" if stage["foreach"] == "${models}" else f"{name}@<name>"
+    """``train@<m>`` for a stage per model, ``distill@<student>`` per student,
+    ``download@<name>`` per download, else ``name``."""
+    each = {"${models}": "<m>", "${distill}": "<student>"}
+    return f"{name}@{each.get(stage['foreach'], '<name>')}" if "foreach" in stage else name
 
 
 def reruns(pipeline: dict[str, Any]) -> dict[str, list[str]]:

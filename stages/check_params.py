@@ -19,6 +19,7 @@ from pathlib import Path
 
 from stages.common.config.overrides import with_overrides
 from stages.common.config.params import Params
+from stages.common.config.training import training_key
 from stages.common.data.cifar10 import CLASSES
 from stages.common.data.sources import survey_source
 from stages.common.data.splitting import expected_split_sizes, source_train_counts, split_problem
@@ -99,12 +100,15 @@ def check_split(params: Params) -> None:
     if known is not None and (problem := split_problem(*known[:2], data.val_ratio, known[2])):
         raise ParamsError(problem)
     sizes = expected_split_sizes(data)
-    if sizes is not None and params.train.batch_size > sizes[0]:
-        raise ParamsError(
-            f"train.batch_size: {params.train.batch_size} is larger than the training set "
-            f"({sizes[0]} images with data.subset={data.subset}, "
-            f"data.val_ratio={data.val_ratio})"
-        )
+    for name, spec in params.models.items():
+        batch_size = params.training(name).batch_size
+        if sizes is not None and batch_size > sizes[0]:
+            raise ParamsError(
+                f"{training_key(name, spec, 'batch_size')}: {batch_size} is larger than the "
+                "training set "
+                f"({sizes[0]} images with data.subset={data.subset}, "
+                f"data.val_ratio={data.val_ratio})"
+            )
 
 
 def warn_small_validation(params: Params) -> None:

@@ -27,18 +27,28 @@ from stages.common.plumbing.errors import DataError
 from stages.common.plumbing.files import read_json
 from stages.common.plumbing.output_paths import MANIFEST_FILE, paths
 from stages.common.plumbing.param_types import Seed
-from stages.common.plumbing.stage_params import NamedModels, StageParams, model_entry
+from stages.common.plumbing.stage_params import (
+    NamedModels,
+    NamedStudents,
+    StageParams,
+    model_entry,
+)
 
 log = logging.getLogger("evaluate")
 
 
 class EvaluateStageParams(StageParams):
-    """The model's own settings come with its checkpoint; of `models`, evaluate reads the
-    names (a model's colour is its place among them)."""
+    """The model's own settings come with its checkpoint; of `models` and `distill`, evaluate
+    reads the names (a model's colour is its place among them)."""
 
     seed: Seed
     evaluate: EvaluateParams
     models: NamedModels[object]
+    distill: NamedStudents[object]
+
+    def names(self) -> list[str]:
+        """The models, then the students: everything evaluate@ and evaluate_student@ score."""
+        return [*self.models, *self.distill]
 
 
 def evaluate(
@@ -89,15 +99,16 @@ def check_fits(loaded: LoadedModel, classes: list[str], checkpoint: Path) -> Non
 def main(params: EvaluateStageParams) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("model", nargs="?", help="a key of `models` in params.yaml")
+    target.add_argument("model", nargs="?", help="a key of `models` or `distill` in params.yaml")
     target.add_argument("--checkpoint", type=Path, help="a model.safetensors of this project")
     parser.add_argument(
         "--out", type=Path, help="with --checkpoint: the output folder (default: beside it)"
     )
     args = parser.parse_args()
     if args.model:
-        model_entry(params.models, args.model)  # a one-line error for an unknown name
-        colour = plots.model_colour(list(params.models).index(args.model))
+        names = params.names()
+        model_entry(dict.fromkeys(names), args.model)  # a one-line error for an unknown name
+        colour = plots.model_colour(names.index(args.model))
         where = paths(args.model)
         outputs = model_evaluation.Outputs.of_model(where)
         evaluate(params, where.checkpoint, outputs, args.model, colour)

@@ -48,6 +48,7 @@ from stages.common.plumbing.command import run_command
 from stages.common.plumbing.errors import ParamsError
 from stages.common.plumbing.files import write_text
 from stages.common.preflight.plan import PlannedStage, plan_run
+from stages.common.tuning.sweep import refuse_overridden_space
 
 log = logging.getLogger("preflight")
 ALLOW_SLOW_ENV = "CIFAR10_ALLOW_SLOW"
@@ -76,37 +77,56 @@ def print_plan(planned: list[PlannedStage]) -> None:
                 print(f"  {heading:<29} {line}")
 
 
-def models_to_train(planned: list[PlannedStage]) -> list[str]:
+def to_run(planned: list[PlannedStage], stage: str) -> list[str]:
+    """The items of the foreach stage ``stage`` (train, distill) that will run."""
     return [
         p.name.split("@", 1)[1]
         for p in planned
-        if p.name.startswith("train@") and p.action == "run"
+        if p.name.startswith(f"{stage}@") and p.action == "run"
     ]
 
 
-def estimate(params: Params, names: list[str], trials: int) -> tuple[str, float, str]:
-    """Print each model's estimate and the total; return the device, the total's fastest
-    plausible seconds and how the total reads."""
+def estimate(
+    params: Params,
+    names: list[str],
+    trials: int,
+    students: list[str] | None = None,
+    epochs: int | None = None,
+) -> tuple[str, float, str]:
+    """Print each model's (and student's) estimate and the total; return the device, the
+    total's fastest plausible seconds and how the total reads. ``epochs``: a sweep trial's,
+    instead of each model's own."""
     from stages.common.plumbing.durations import duration
-    from stages.common.preflight.cost_estimate import estimate_model, spread_duration
+    from stages.common.preflight.cost_estimate import (
+        estimate_model,
+        estimate_student,
+        spread_duration,
+    )
 
     sizes = expected_split_sizes(params.data)
     if sizes is None:
         print("cost: not estimated (the training set's size is known once prepare has run)")
         return "", 0.0, ""
     train_images, val_images = sizes
-    epochs = params.train.epochs
     started = time.perf_counter()
-    estimates = [estimate_model(params, name, train_images, val_images, epochs) for name in names]
+    estimates = [
+        estimate_model(
+            params, name, train_images, val_images, epochs or params.training(name).epochs
+        )
+        for name in names
+    ]
+    known = {e.name: e for e in estimates}
+    for name in students or []:
+        estimates.append(estimate_student(params, name, known, train_images, val_images))
     took = time.perf_counter() - started
     device = estimates[0].device
     print(f"estimated training time on this {device.upper()} (steps timed for {took:.0f} s):")
     for e in estimates:
         per_trial = f" per trial, x {trials} trials" if trials > 1 else ""
         print(
-            f"  {e.name:<14} {e.arch} at {e.img_size} px, batch {params.train.batch_size}: "
+            f"  {e.name:<14} {e.arch} at {e.img_size} px, batch {e.batch_size}: "
             f"{duration(e.epoch_seconds.typical)} per epoch, {spread_duration(e.seconds)} for "
-            f"{epochs} epoch{'s' if epochs != 1 else ''}{per_trial}"
+            f"{e.epochs} epoch{'s' if e.epochs != 1 else ''}{per_trial}"
         )
     total = sum((e.seconds for e in estimates[1:]), estimates[0].seconds) * trials
     said = spread_duration(total)
@@ -196,18 +216,16 @@ def main() -> None:
     check(params)
     if args.sweep:
         tune = params.tune
-        epochs = tune.trial_epochs(args.epochs, params.train.epochs)
-        params = params.model_copy(
-            update={"train": params.train.model_copy(update={"epochs": epochs})}
-        )
+        refuse_overridden_space(params, args.model)
+        epochs = tune.trial_epochs(args.epochs, params.training(args.model).epochs)
         print(f"plan: a sweep of {tune.trials} trials, each `dvc exp run` of train@{args.model}")
-        gate(*estimate(params, [args.model], tune.trials), preset, args)
+        gate(*estimate(params, [args.model], tune.trials, epochs=epochs), preset, args)
     else:
         planned = plan_run(run.applied.text, [f"evaluate@{args.model}"] if args.model else [])
         print_plan(planned)
-        names = models_to_train(planned)
-        if names:
-            gate(*estimate(params, names, 1), preset, args)
+        names, students = to_run(planned, "train"), to_run(planned, "distill")
+        if names or students:
+            gate(*estimate(params, names, 1, students), preset, args)
         else:
             print("cost: no model trains")
     if args.start and not args.dry_run:

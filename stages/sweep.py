@@ -29,7 +29,7 @@ from stages.common.plumbing.output_paths import STUDIES_DIR
 from stages.common.reporting.sweep_summary import write_results
 from stages.common.tuning.storage import absolute_sqlite
 from stages.common.tuning.study import check_failures, run_study
-from stages.common.tuning.sweep import Sweep
+from stages.common.tuning.sweep import Sweep, refuse_overridden_space
 
 log = logging.getLogger("sweep")
 ENV_STORAGE_OVERRIDE = "SWEEP_STORAGE"
@@ -50,7 +50,8 @@ def main() -> None:
             raise ParamsError(f"--trials: must be >= 1, got {args.trials}")
         tune = tune.model_copy(update={"trials": args.trials})
         params = params.model_copy(update={"tune": tune})
-    epochs = tune.trial_epochs(args.epochs, params.train.epochs)
+    refuse_overridden_space(params, args.model)
+    epochs = tune.trial_epochs(args.epochs, params.training(args.model).epochs)
     if epochs < 1:
         raise ParamsError(f"--epochs: must be >= 1, got {epochs}")
     study_name = tune.study or f"sweep-{args.model}"

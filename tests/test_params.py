@@ -79,7 +79,35 @@ def test_a_shared_key_moves_every_model():
         ({"models": {"vit": {"lr_scale": -1.0}}}, "models.vit.lr_scale: Input should be greater"),
         (
             {"models": {"vit": {"batch_size": 64}}},
-            "models.vit.batch_size: unknown key: every model shares train.batch_size (per-model",
+            "models.vit.batch_size: unknown key: every model shares train.batch_size; "
+            "models.vit.train.batch_size sets it for this model alone (per-model keys:",
+        ),
+        ({"models": {"vit": {"train": {"lr": -1}}}}, "models.vit.train.lr: Input should be gre"),
+        ({"models": {"vit": {"train": {"lrr": 1}}}}, "models.vit.train.lrr: unknown key (did you"),
+        ({"models": {"vit": {"train": {"epochs": None}}}}, "models.vit.train.epochs: Input should"),
+        (
+            {"models": {"vit": {"train": {"augment": {"flip": "up"}}}}},
+            "models.vit.train.augment.flip: Input should be 'random' or 'alternate'",
+        ),
+        (
+            {"distill": {"kd": {"teacher": "x", "student": "vit", "temperature": 2, "alpha": 0.5}}},
+            "distill.kd.teacher: 'x' is not a key of models (defined: resnet, efficientnet, vit)",
+        ),
+        (
+            {
+                "distill": {
+                    "vit": {"teacher": "resnet", "student": "vit", "temperature": 2, "alpha": 1}
+                }
+            },
+            "distill.vit: a model of that name exists (models.vit)",
+        ),
+        (
+            {"distill": {"kd": {"teacher": "resnet", "student": "vit", "temperature": 2}}},
+            "distill.kd.alpha: required key is missing",
+        ),
+        (
+            {"distill": {"k d": dict(teacher="vit", student="vit", temperature=2, alpha=0)}},
+            "distill: 'k d' is not a valid model name",
         ),
         (
             {"models": {"a b": {"arch": "x", "pretrained": False}}},
@@ -155,8 +183,37 @@ def test_freezing_schedule_checks(freezing, expected):
 
 
 def test_mixing_needs_an_even_batch():
-    with pytest.raises(ParamsError, match="train.batch_size: CutMix/MixUp .* got 33"):
+    with pytest.raises(ParamsError, match="^train.batch_size: CutMix/MixUp .* got 33"):
         parse_params(merged(train={"batch_size": 33, "augment": {"cutmix": 1.0}}))
+    own = {"resnet": {"train": {"batch_size": 33}}}
+    with pytest.raises(ParamsError, match="^models.resnet.train.batch_size: CutMix/MixUp"):
+        parse_params(merged(train={"augment": {"cutmix": 1.0}}, models=own))
+
+
+def test_a_models_own_train_keys_override_the_shared_ones_for_it_alone():
+    own = {"lr": 0.05, "epochs": 3, "grad_clip": None, "augment": {"flip": "alternate"}}
+    params = parse_params(merged(models={"vit": {"train": own}}))
+    vit, resnet = params.training("vit"), params.training("resnet")
+    assert (vit.lr, vit.epochs, vit.grad_clip) == (0.05, 3, None)
+    assert vit.augment.flip == "alternate"
+    assert vit.augment.strategy == params.train.augment.strategy  # the rest of augment shared
+    assert vit.batch_size == params.train.batch_size
+    assert resnet == params.train
+    assert params.learning_rate("vit") == pytest.approx(0.05 * 0.1)  # its lr_scale still holds
+    # written out with the keys given only: what checkpoints and DVCLive record
+    assert params.model("vit").model_dump()["train"] == own
+    assert params.model("resnet").model_dump()["train"] == {}
+
+
+def test_a_sweep_refuses_to_search_a_key_the_model_overrides():
+    from stages.common.tuning.sweep import epochs_key, refuse_overridden_space
+
+    params = parse_params(merged(models={"vit": {"train": {"lr": 0.05, "epochs": 3}}}))
+    with pytest.raises(ParamsError, match="^tune.space.train.lr: models.vit.train.lr overrides"):
+        refuse_overridden_space(params, "vit")
+    refuse_overridden_space(params, "resnet")
+    assert epochs_key(params, "vit") == "models.vit.train.epochs"
+    assert epochs_key(params, "resnet") == "train.epochs"
 
 
 def test_stage_exits_2_with_one_line_and_writes_nothing(project):

@@ -91,6 +91,16 @@ def test_each_tiny_model_learns_and_writes_its_outputs(ready_project, model):
     assert not (ready_project / "checkpoints" / model).exists()  # resumable state cleaned up
 
 
+def test_a_models_own_train_keys_apply_to_it_alone(ready_project):
+    update_params(ready_project, models={"resnet": {"train": {"epochs": 1, "lr": 0.002}}})
+    result = train(ready_project)
+    assert result.returncode == 0, result.stderr
+    assert "resnet: test_resnet, lr 0.002 (train.lr 0.002 x lr_scale 1)" in result.stderr
+    assert [step for step, _ in history(ready_project, "val/loss")] == [1]  # train.epochs is 2
+    recorded = ModelCheckpoint.load(ready_project / "models/resnet/model.safetensors").info.params
+    assert recorded["train"]["epochs"] == 1 and recorded["model"]["train"]["epochs"] == 1
+
+
 def test_same_params_same_metrics(ready_project, tmp_path):
     other = Path(shutil.copytree(ready_project, tmp_path / "again"))
     assert train(ready_project).returncode == 0 and train(other).returncode == 0

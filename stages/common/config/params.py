@@ -19,11 +19,14 @@ from stages.common.config.data import DataParams, Download, EdaParams, ValidateP
 from stages.common.config.evaluation import CompareParams, EvaluateParams
 from stages.common.config.release import ExportParams
 from stages.common.config.training import (
+    DistillParams,
     ModelParams,
     TrainParams,
+    check_distill,
     check_training,
     learning_rate,
     misplaced_training_key,
+    model_training,
 )
 from stages.common.config.tuning import TuneParams
 from stages.common.plumbing.errors import ParamsError
@@ -32,6 +35,7 @@ from stages.common.plumbing.params_errors import describe, suggestion
 from stages.common.plumbing.stage_params import (
     PARAMS_FILE,
     NamedModels,
+    NamedStudents,
     check_sections,
     model_entry,
     read_params_file,
@@ -46,6 +50,7 @@ class Params(Section):
     eda: EdaParams
     train: TrainParams
     models: NamedModels[ModelParams]
+    distill: NamedStudents[DistillParams]
     evaluate: EvaluateParams
     compare: CompareParams
     export: ExportParams
@@ -56,9 +61,13 @@ class Params(Section):
     def model(self, name: str) -> ModelParams:
         return model_entry(self.models, name)
 
+    def training(self, name: str) -> TrainParams:
+        """What model ``name`` trains with: `train` and its own overrides of it."""
+        return model_training(self.train, self.model(name))
+
     def learning_rate(self, name: str) -> float:
-        """The learning rate model ``name`` trains at: train.lr x its lr_scale."""
-        return learning_rate(self.train, self.model(name))
+        """The learning rate model ``name`` trains at: its train.lr x its lr_scale."""
+        return learning_rate(self.training(name), self.model(name))
 
 
 def _describe(error: ValidationError) -> str:
@@ -74,6 +83,7 @@ def parse_params(raw: Any, source: str = str(PARAMS_FILE)) -> Params:
     except ValidationError as error:
         raise ParamsError(_describe(error)) from None
     check_training(params.train, params.models)
+    check_distill(params.distill, params.models)
     _check_search_space(raw, params)
     return params
 

@@ -1,7 +1,7 @@
 """Presets: partial params.yaml files under presets/, turned into `-S` overrides.
 
-A preset's `models` and `downloads` replace those sections whole (models missing from the
-preset are dropped); every other key it names is set, the rest of params.yaml stays. The
+A preset's `models`, `distill` and `downloads` replace those sections whole (models missing
+from the preset are dropped); every other key it names is set, the rest of params.yaml stays. The
 overrides use DVC's (Hydra's) `-S` grammar, so a preset runs as an ordinary experiment:
 `dvc exp show` lists exactly what it changed. A preset's own `runs_on` (not a params key) names
 the devices it is made for: run.sh never stops it there for its estimated time.
@@ -19,7 +19,7 @@ from stages.common.plumbing.errors import ParamsError
 from stages.common.plumbing.strict_yaml import load_yaml
 
 PRESETS_DIR = Path("presets")
-REPLACED_WHOLE = ("models", "downloads")
+REPLACED_WHOLE = ("models", "distill", "downloads")
 Device = Literal["cpu", "cuda"]
 DEVICES: tuple[Device, ...] = ("cpu", "cuda")
 
@@ -84,7 +84,10 @@ def reading(partial: dict[str, Any], source: str) -> dict[str, Any]:
     return {**partial, "downloads": {}, "data": {**partial.get("data", {}), "source": source}}
 
 
-def load_preset(name: str, folder: Path = PRESETS_DIR) -> Preset:
+def load_preset(name: str, folder: Path = PRESETS_DIR, seen: tuple[str, ...] = ()) -> Preset:
+    """presets/<name>.yaml; with ``extends: <other>``, the other preset with this one's
+    sections merged in (entry by entry: a model added to the other's models, a train key
+    changed), and this one's ``runs_on``."""
     path = folder / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in folder.glob("*.yaml"))
@@ -95,4 +98,20 @@ def load_preset(name: str, folder: Path = PRESETS_DIR) -> Preset:
     runs_on = sections.pop("runs_on", [])
     if not isinstance(runs_on, list) or not set(runs_on) <= set(DEVICES):
         raise ParamsError(f"{path}: runs_on: expected a list of {', '.join(DEVICES)}")
+    base = sections.pop("extends", None)
+    if base is not None:
+        if not isinstance(base, str) or base in (*seen, name):
+            raise ParamsError(f"{path}: extends: expected the name of another preset, got {base!r}")
+        sections = _merged(load_preset(base, folder, (*seen, name)).sections, sections)
     return Preset(name, sections, tuple(runs_on))
+
+
+def _merged(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``update``'s keys over ``base``'s, mappings merged key by key."""
+    result = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = _merged(result[key], value)
+        else:
+            result[key] = value
+    return result

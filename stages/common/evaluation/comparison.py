@@ -3,7 +3,7 @@ the ranking by one metric, the figures and the markdown table (the compare stage
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,7 +134,12 @@ def best_of(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
 
 
 def markdown_table(
-    rows: list[dict], best: str, metric: str, notes: list[str], robustness: bool
+    rows: list[dict],
+    best: str,
+    metric: str,
+    notes: list[str],
+    robustness: bool,
+    lessons: list[dict[str, Any]],
 ) -> str:
     columns = [c for c in COLUMNS if robustness or c.key not in ("mca", "mca_drop")]
     lines = ["# Model comparison (test split)", ""]
@@ -147,6 +152,7 @@ def markdown_table(
     lines += ["", f"Best by `{metric}`: **{best}**."]
     lines += [f"- {note}" for note in notes]
     lines += ["", "![Comparison](../plots/compare/comparison.png)", ""]
+    lines += lessons_table(lessons)
     if robustness:
         lines += [
             "mCA: mean accuracy over the corruptions and severities of `evaluate.robustness`; "
@@ -176,6 +182,7 @@ class Comparison:
     best: dict[str, Any]  # the best row, the ensemble's possibly
     best_single: ModelResult  # the best single model: what is released
     notes: list[str]
+    lessons: list[dict[str, Any]] = field(default_factory=list)  # Lesson.row of each student
 
     @property
     def ensemble_row(self) -> dict[str, Any] | None:
@@ -184,15 +191,30 @@ class Comparison:
     @property
     def headline(self) -> dict[str, Any]:
         """metrics/compare.json: the best model and its value, the ensemble's accuracy."""
-        headline = {"best_model": self.best["model"], "best_value": self.best[self.metric]}
+        headline: dict[str, Any] = {
+            "best_model": self.best["model"],
+            "best_value": self.best[self.metric],
+        }
         if self.ensemble_row:
             headline["ensemble_accuracy"] = self.ensemble_row["accuracy"]
+        if self.lessons:
+            headline["distill"] = {
+                lesson["student"]: {
+                    "gain_over_baseline": lesson["gain_over_baseline"],
+                    "gap_to_teacher": lesson["gap_to_teacher"],
+                }
+                for lesson in self.lessons
+            }
         return headline
 
 
-def compare_models(names: list[str], metric: str, calibration_bins: int) -> Comparison:
-    """Read every model's evaluation, add the ensemble and rank them; the notes say what a
-    reader of the report must know (no ensemble, an ensemble that beats what is released)."""
+def compare_models(
+    names: list[str], metric: str, calibration_bins: int, lessons: Sequence[Lesson] = ()
+) -> Comparison:
+    """Read every model's evaluation (``names``: the models and the students), add the
+    ensemble and rank them, set each student beside its teacher and baseline; the notes say
+    what a reader of the report must know (no ensemble, an ensemble that beats what is
+    released)."""
     results = [read_model(name) for name in names]
     if metric == "mca" and any(result.robustness is None for result in results):
         raise DataError(
@@ -215,7 +237,69 @@ def compare_models(names: list[str], metric: str, calibration_bins: int) -> Comp
             "load; the ensemble averages the models/<m>/ checkpoints' probabilities."
         )
     released = next(result for result in results if result.name == single["model"])
-    return Comparison(metric, results, rows, best, released, notes)
+    by_name = {entry["model"]: entry for entry in rows}
+    taught = [lesson.row(by_name, metric) for lesson in lessons]
+    return Comparison(metric, results, rows, best, released, notes, taught)
+
+
+@dataclass(frozen=True)
+class Lesson:
+    """A student of ``distill`` against its teacher and against its net without a teacher."""
+
+    student: str
+    teacher: str
+    baseline: str  # the `models` key of the student's net: the same training, no teacher
+
+    def row(self, rows: dict[str, dict[str, Any]], metric: str) -> dict[str, Any]:
+        """The three models' ``metric`` (and sizes), the student's gain over its baseline and
+        its gap to the teacher, in the metric's units (positive: the student is better)."""
+        sign = -1 if metric in LOWER_IS_BETTER else 1
+        student, teacher, baseline = (rows[name] for name in self.names)
+        return {
+            "student": self.student,
+            "teacher": self.teacher,
+            "baseline": self.baseline,
+            "metric": metric,
+            "student_value": student[metric],
+            "teacher_value": teacher[metric],
+            "baseline_value": baseline[metric],
+            "gain_over_baseline": sign * (student[metric] - baseline[metric]),
+            "gap_to_teacher": sign * (teacher[metric] - student[metric]),
+            "student_parameters": student["parameters"],
+            "teacher_parameters": teacher["parameters"],
+        }
+
+    @property
+    def names(self) -> tuple[str, str, str]:
+        return self.student, self.teacher, self.baseline
+
+
+def lessons_table(lessons: list[dict[str, Any]]) -> list[str]:
+    """The report's distillation section (markdown lines; none without students)."""
+    if not lessons:
+        return []
+    metric = lessons[0]["metric"]
+    lines = [
+        "## Distillation",
+        "",
+        f"Each student against its teacher and against the same net trained without a teacher "
+        f"(its baseline: the same recipe, seed and epochs), by `{metric}`.",
+        "",
+        f"| student | teacher | baseline | student {metric} | teacher {metric} "
+        f"| baseline {metric} | gain over baseline | gap to teacher "
+        "| parameters (student / teacher) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for lesson in lessons:
+        sizes = f"{_cell(lesson['student_parameters'])} / {_cell(lesson['teacher_parameters'])}"
+        values = ("student_value", "teacher_value", "baseline_value")
+        lines.append(
+            f"| {lesson['student']} | {lesson['teacher']} | {lesson['baseline']} | "
+            + " | ".join(_cell(lesson[key]) for key in values)
+            + f" | {lesson['gain_over_baseline']:+.4f} | {lesson['gap_to_teacher']:+.4f} "
+            f"| {sizes} |"
+        )
+    return [*lines, ""]
 
 
 def save_figures(comparison: Comparison) -> bool:

@@ -41,13 +41,21 @@ class DeviceInput:
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """``images``: uint8 (N, 3, H, W) on any device."""
-        images = images.to(self.device, non_blocking=True).float()
-        if images.shape[-1] != self.size or images.shape[-2] != self.size:
-            images = F.interpolate(
-                images, size=(self.size, self.size), mode=self.mode, align_corners=False
+        return self.prepare(self.pixels(images))
+
+    def pixels(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, 3, H, W) ``images`` as float pixel values (0-255) on the device, at their
+        own size: what training mixes (CutMix/MixUp) before each model sees it its own way."""
+        return images.to(self.device, non_blocking=True).float()
+
+    def prepare(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Float pixel values (0-255, on the device) resized and normalised for the model."""
+        if pixels.shape[-1] != self.size or pixels.shape[-2] != self.size:
+            pixels = F.interpolate(
+                pixels, size=(self.size, self.size), mode=self.mode, align_corners=False
             )
-        images = (images - self.mean) / self.std
-        return images.contiguous(memory_format=self.memory_format)
+        pixels = (pixels - self.mean) / self.std
+        return pixels.contiguous(memory_format=self.memory_format)
 
 
 @torch.no_grad()

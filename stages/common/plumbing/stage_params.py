@@ -33,6 +33,7 @@ SECTIONS = (
     "eda",
     "train",
     "models",
+    "distill",
     "evaluate",
     "compare",
     "export",
@@ -43,6 +44,10 @@ SECTIONS = (
 def _names_fit_paths(models: dict[str, Any]) -> dict[str, Any]:
     if not models:
         raise ValueError("no models: name at least one (the pipeline trains and compares them)")
+    return _valid_names(models)
+
+
+def _valid_names(models: dict[str, Any]) -> dict[str, Any]:
     for name in models:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
             raise ValueError(
@@ -55,6 +60,8 @@ def _names_fit_paths(models: dict[str, Any]) -> dict[str, Any]:
 Entry = TypeVar("Entry")
 # `models`, its names checked: they name stages and folders
 NamedModels = Annotated[dict[str, Entry], AfterValidator(_names_fit_paths)]
+# `distill`: its students name stages and folders as models do; there may be none
+NamedStudents = Annotated[dict[str, Entry], AfterValidator(_valid_names)]
 
 
 class StageParams(BaseModel):

@@ -97,6 +97,7 @@ class ModelEstimate:
     arch: str
     img_size: int
     device: str
+    batch_size: int  # the model's train.batch_size
     timed_batch: int  # images per timed step (a CPU's per-image time is scaled to the batch)
     step_seconds: Spread  # one training step at the configured batch, fetching included
     eval_seconds_per_image: Spread
@@ -129,7 +130,7 @@ def estimate_model(
     """Time ``models.<name>`` training on this machine's device; extrapolate to ``epochs``
     epochs of ``train_images`` training and ``val_images`` validation images."""
     started = time.perf_counter()
-    batch_size = params.train.batch_size
+    batch_size = params.training(name).batch_size
     with quieted(Trainer.__module__):
         trainer = _trainer(params, name)
         fetch = repeated(lambda: _batch(trainer))
@@ -154,6 +155,7 @@ def estimate_model(
         arch=spec.arch,
         img_size=trainer.device_input.size,
         device=trainer.device.type,
+        batch_size=batch_size,
         timed_batch=timed_batch,
         step_seconds=step,
         eval_seconds_per_image=eval_per_image,
@@ -161,6 +163,31 @@ def estimate_model(
         val_images=val_images,
         epochs=epochs,
         measured_seconds=time.perf_counter() - started,
+    )
+
+
+def estimate_student(
+    params: Params,
+    name: str,
+    known: dict[str, ModelEstimate],
+    train_images: int,
+    val_images: int,
+) -> ModelEstimate:
+    """``distill.<name>``: its net's training (timed as its `models` entry's, or taken from
+    ``known``, the estimates already made) plus its teacher's forward pass over every training
+    batch (timed as the teacher's validation pass, or taken from ``known``)."""
+    entry = params.distill[name]
+    for role in (entry.student, entry.teacher):
+        if role not in known:
+            epochs = params.training(role).epochs
+            known[role] = estimate_model(params, role, train_images, val_images, epochs)
+    student, teacher = known[entry.student], known[entry.teacher]
+    per_step = teacher.eval_seconds_per_image * student.batch_size
+    return replace(
+        student,
+        name=name,
+        arch=f"{student.arch} taught by {entry.teacher}",
+        step_seconds=student.step_seconds + per_step,
     )
 
 
@@ -239,8 +266,8 @@ def _line(timed: list[tuple[int, Spread]], batch: int) -> Spread:
 def _trainer(params: Params, name: str) -> Trainer:
     """The engine's Trainer for ``models.<name>``, one epoch over generated data of
     LOOP_STEPS batches."""
-    run = generated_run(params, name, LOOP_STEPS * params.train.batch_size)
-    return Trainer(replace(run, params=params.train.model_copy(update={"epochs": 1})))
+    run = generated_run(params, name, LOOP_STEPS * params.training(name).batch_size)
+    return Trainer(replace(run, params=run.params.model_copy(update={"epochs": 1})))
 
 
 def generated_run(params: Params, name: str, images: int) -> TrainRun:
@@ -259,7 +286,7 @@ def generated_run(params: Params, name: str, images: int) -> TrainRun:
     )
     return TrainRun(
         name=name,
-        params=params.train,
+        params=params.training(name),
         lr=params.learning_rate(name),
         model=model,
         preprocessing=preprocessing,

@@ -41,10 +41,11 @@ class Column:
 # accuracy), then the first few other changed params, then the other metrics, the
 # architectures and the rest of the params.
 SWEPT = 1
-# headline metrics: (file pattern, key, column label, priority); {m} is the model's name
+# headline metrics: (file pattern, key pattern, column label, priority); {m} is the model's name
 HEADLINES = [
     (r"metrics/compare\.json", "best_model", "best", 2),
     (r"metrics/compare\.json", "ensemble_accuracy", "ensemble", 3),
+    (r"metrics/compare\.json", r"distill\.(?P<m>[^.]+)\.gain_over_baseline", "{m} gain", 5),
     (r"metrics/evaluate/(?P<m>[^/]+)\.json", "accuracy", "{m} acc", 4),
     (r"metrics/train/(?P<m>[^/]+)\.json", "best_val_loss", "{m} val_loss", 20),
     (r"metrics/evaluate/(?P<m>[^/]+)\.json", "mca", "{m} mCA", 21),
@@ -133,7 +134,7 @@ def param_columns(rows: list[Row]) -> list[Column]:
     dropped, downloads on or off) is one column of entry names; keys of the entries every row
     has are columns of their own."""
     changed: dict[str, list[str]] = {}
-    for section in ("models", "downloads"):
+    for section in ("models", "distill", "downloads"):
         cells = [_names_under(row.params, section) for row in rows]
         if len(set(cells)) > 1:
             changed[section] = cells
@@ -141,8 +142,8 @@ def param_columns(rows: list[Row]) -> list[Column]:
         section = key.split(".")[0]
         if section == "downloads" and section in changed:
             continue
-        if section == "models" and not all(key in row.params for row in rows):
-            continue  # a model some rows lack: the `models` column says so
+        if section in ("models", "distill") and not all(key in row.params for row in rows):
+            continue  # a model (student) some rows lack: the `models` (`distill`) column says so
         cells = [cell(row.params.get(key)) for row in rows]
         if len(set(cells)) > 1:
             changed[key] = cells
@@ -191,8 +192,10 @@ def metric_columns(rows: list[Row]) -> list[Column]:
             file, _, key = name.partition(":")
             for pattern, wanted, label, priority in HEADLINES:
                 match = re.fullmatch(pattern, file)
-                if match and key == wanted:
-                    found.setdefault(label.format(**match.groupdict()), (priority, name))
+                key_match = re.fullmatch(wanted, key)
+                if match and key_match:
+                    names = {**match.groupdict(), **key_match.groupdict()}
+                    found.setdefault(label.format(**names), (priority, name))
     ordered = sorted(found.items(), key=lambda item: item[1][0])
     columns = []
     for title, (priority, name) in ordered:

@@ -8,12 +8,12 @@ import logging
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from timm.utils import ModelEmaV3
 from torch import nn
 
 from stages.common.config.training import TrainParams
 from stages.common.plumbing.machine import autocast
+from stages.common.training.distillation import TrainingLoss
 from stages.common.training.optim import build_optimizer, build_scheduler, warmup_epochs
 
 log = logging.getLogger(__name__)
@@ -30,10 +30,12 @@ class Optimisation:
         lr_scales: dict[str, float],
         steps_per_epoch: int,
         amp: bool,
+        loss: TrainingLoss | None = None,
     ) -> None:
         self.model = model
         self.params = params
         self.amp = amp
+        self.loss = loss or TrainingLoss(params.label_smoothing)
         self.optimizer = build_optimizer(model, params, lr, lr_scales)
         self.scheduler = build_scheduler(self.optimizer, params, lr, steps_per_epoch)
         # use_warmup: the decay ramps up over the first steps, so a short run's EMA does not
@@ -51,16 +53,22 @@ class Optimisation:
         return max(group["lr"] for group in self.optimizer.param_groups)
 
     def step(
-        self, forward_model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, step: int
+        self,
+        forward_model: nn.Module,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        step: int,
+        teacher_logits: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward ``inputs`` (through ``forward_model``: the model, DDP-wrapped or compiled),
-        the loss against ``targets`` (hard labels or a mix's soft ones, label smoothing on top),
-        backward, clipping, the optimizer's step, the schedule's, the EMA's. ``step`` counts
-        from the start of the run. Returns (loss, logits), detached."""
+        the loss against ``targets`` (hard labels or a mix's soft ones, label smoothing on top;
+        a student's teacher's logits too), backward, clipping, the optimizer's step, the
+        schedule's, the EMA's. ``step`` counts from the start of the run. Returns (loss,
+        logits), detached."""
         device = inputs.device
         with autocast(device, self.amp):
             logits = forward_model(inputs)
-        loss = F.cross_entropy(logits.float(), targets, label_smoothing=self.params.label_smoothing)
+        loss = self.loss(logits.float(), targets, teacher_logits)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.params.grad_clip:

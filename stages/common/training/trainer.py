@@ -29,6 +29,7 @@ from stages.common.plumbing.machine import (
     use_amp,
 )
 from stages.common.training.augment import AugmentedImages, BatchMixer
+from stages.common.training.distillation import Teacher, TrainingLoss
 from stages.common.training.early_stopping import EarlyStopping
 from stages.common.training.freezing import Freezer, freeze_batchnorm_stats
 from stages.common.training.loader import epoch_sampler, training_loader
@@ -81,6 +82,10 @@ class TrainRun:
     # called on rank 0 after each epoch; True stops the run (an Optuna pruner's verdict)
     should_stop: Callable[[int, dict[str, float]], bool] = _never_stop
     distributed: Distributed = field(default_factory=Distributed)
+    # a student's: the teacher answering for each training batch, and the loss mixing its
+    # answers with the labels (None: the labels alone)
+    teacher: Teacher | None = None
+    loss: TrainingLoss | None = None
 
 
 @dataclass
@@ -126,6 +131,7 @@ class Trainer:
             run.freezer.lr_scales(),
             self.steps_per_epoch,
             self.amp,
+            run.loss,
         )
         capped = self.optimisation.capped_warmup()
         if self.distributed.is_main and capped is not None:
@@ -173,11 +179,20 @@ class Trainer:
     def train_step(
         self, images: torch.Tensor, targets: torch.Tensor, step: int
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One optimisation step on a uint8 batch, CutMix/MixUp applied: (loss, logits,
-        targets), detached, on the device. ``step`` counts from the start of the run."""
+        """One optimisation step on a uint8 batch, CutMix/MixUp applied (and a student's
+        teacher asked about the result): (loss, logits, targets), detached, on the device.
+        ``step`` counts from the start of the run."""
         targets = targets.to(self.device, non_blocking=True)
-        inputs, mixed = self.mixer(self.device_input(images), targets)
-        loss, logits = self.optimisation.step(self.forward_model, inputs, mixed, step)
+        # mixed at the images' own size, so that a teacher sees the very batch the model does
+        pixels, mixed = self.mixer(self.device_input.pixels(images), targets)
+        teacher = self.run.teacher
+        loss, logits = self.optimisation.step(
+            self.forward_model,
+            self.device_input.prepare(pixels),
+            mixed,
+            step,
+            teacher.logits(pixels) if teacher is not None else None,
+        )
         return loss, logits, targets
 
     def train_epoch(self, epoch: int) -> tuple[dict[str, float], float]:

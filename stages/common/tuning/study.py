@@ -24,7 +24,7 @@ from stages.common.config.tuning import Distribution
 from stages.common.plumbing.errors import ParamsError, StageError
 from stages.common.plumbing.output_paths import paths
 from stages.common.tuning.storage import open_storage, shown_url
-from stages.common.tuning.sweep import Sweep, short_value
+from stages.common.tuning.sweep import Sweep, epochs_key, short_value
 from stages.common.tuning.trial import (
     ENV_OBJECTIVE,
     ENV_STORAGE,
@@ -60,7 +60,7 @@ def trial_overrides(sweep: Sweep, values: dict[str, Any]) -> list[str]:
     """The trial's -S arguments, checked like params.yaml (a combination the schema refuses,
     e.g. an odd batch with CutMix, fails the trial before DVC runs)."""
     raw = copy.deepcopy(sweep.raw)
-    settings = {**values, "train.epochs": sweep.epochs}
+    settings = {**values, epochs_key(sweep.params, sweep.model): sweep.epochs}
     for key, value in settings.items():
         set_dotted(raw, key, value)
     parse_params(raw)
