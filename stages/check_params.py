@@ -148,7 +148,10 @@ def check(params: Params) -> None:
     check_searched_architectures(params)
     warn_small_validation(params)
     count = f"{len(params.models)} model{'s' if len(params.models) != 1 else ''}"
-    log.info("params.yaml is valid (%s: %s)", count, ", ".join(params.models))
+    students = "".join(
+        f"; {name} taught by {entry.teacher}" for name, entry in params.distill.items()
+    )
+    log.info("params.yaml is valid (%s: %s%s)", count, ", ".join(params.models), students)
 
 
 def main() -> None:

@@ -163,6 +163,17 @@ def test_a_sweep_s_searched_params_show_first():
     assert [c.label for c in shown] == ["Experiment", "lr"]
 
 
+def test_outside_a_sweep_the_search_space_keys_do_not_push_the_accuracies_out():
+    space = {"train.lr": {"type": "float", "low": 1e-4, "high": 1e-2}}
+    base = {**PARAMS, "tune": {"space": space}}
+    rows = [row("main", base)]
+    for index, lr in enumerate((0.001, 0.002)):
+        params = {**base, "train": {**PARAMS["train"], "lr": lr, "epochs": 3 + index}}
+        rows.append(row(f"  exp-{index}", params, {"resnet": 0.4 + index / 10}))
+    shown, _ = fit(table(rows), 26)
+    assert [c.label for c in shown] == ["Experiment", "resnet acc"]  # lr and epochs dropped
+
+
 def test_sorting_keeps_its_column_and_mixes_numbers_and_words():
     rows = smoke_rows()
     rows.append(row("  other", changed(train={"lr": "auto"}), {"resnet": 0.5}))

@@ -41,6 +41,7 @@ class Column:
 # accuracy), then the first few other changed params, then the other metrics, the
 # architectures and the rest of the params.
 SWEPT = 1
+TRIAL_NAME = re.compile(r"-t\d{3,}$")  # a sweep trial's experiment (tuning/sweep.py)
 # headline metrics: (file pattern, key pattern, column label, priority); {m} is the model's name
 HEADLINES = [
     (r"metrics/compare\.json", "best_model", "best", 2),
@@ -119,7 +120,10 @@ def _names_under(params: dict[str, Any], section: str) -> str:
 
 
 def swept_keys(rows: list[Row]) -> set[str]:
-    """The params a sweep searches (``tune.space.<key>``), in any row."""
+    """The params a sweep searches (``tune.space.<key>``), when the rows hold a sweep's
+    trials (every params.yaml has a search space; outside a sweep its keys are ordinary)."""
+    if not any(TRIAL_NAME.search(row.label.strip()) for row in rows):
+        return set()
     return {
         key.removeprefix("tune.space.").removesuffix(".type")
         for row in rows
