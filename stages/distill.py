@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 
-import torch
 from pydantic import ValidationError
 
 from stages.common.config.training import (
@@ -29,6 +28,7 @@ from stages.common.config.training import (
 )
 from stages.common.plumbing.command import run_stage
 from stages.common.plumbing.errors import ParamsError
+from stages.common.plumbing.machine import process_group_closed
 from stages.common.plumbing.output_paths import paths
 from stages.common.plumbing.param_types import Seed
 from stages.common.plumbing.stage_params import NamedModels, NamedStudents, StageParams
@@ -73,11 +73,8 @@ def main(params: DistillStageParams) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("student", help="a key of `distill` in params.yaml")
     args = parser.parse_args()
-    try:
+    with process_group_closed():
         distill(params, args.student)
-    finally:
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 
-import torch
 from pydantic import ValidationError
 
 from stages.common.config.training import (
@@ -23,6 +22,7 @@ from stages.common.config.training import (
 )
 from stages.common.config.tuning import TuneParams
 from stages.common.plumbing.command import run_stage
+from stages.common.plumbing.machine import process_group_closed
 from stages.common.plumbing.param_types import Seed
 from stages.common.plumbing.stage_params import NamedModels, StageParams, model_entry
 from stages.common.training.model_training import ModelTraining, finished
@@ -64,11 +64,8 @@ def main(params: TrainStageParams) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="a key of `models` in params.yaml")
     args = parser.parse_args()
-    try:
+    with process_group_closed():
         train(params, args.model)
-    finally:
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

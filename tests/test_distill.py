@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,12 +21,11 @@ from tests.conftest import (
     offline_data,
     run_module,
     shipped,
-    stage_environment,
     tiny_training_params,
     update_params,
 )
 from tests.test_dvc_pipeline import dvc, init_repo, keep_models, tiny
-from tests.test_training import wait_for
+from tests.test_training import kill_after_first_epoch
 
 STUDENT = {"teacher": "resnet", "student": "efficientnet", "temperature": 2.0, "alpha": 0.8}
 
@@ -206,16 +202,7 @@ def test_a_killed_student_resumes_and_equals_an_uninterrupted_one(trained_projec
     uninterrupted = Path(shutil.copytree(project, tmp_path / "uninterrupted"))
     assert run_module(uninterrupted, "stages.distill", "kd").returncode == 0
 
-    process = subprocess.Popen(
-        [sys.executable, "-m", "stages.distill", "kd"],
-        cwd=project,
-        env=stage_environment(project),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_for(project / "checkpoints/kd/resume.safetensors")
-    process.send_signal(signal.SIGKILL)
-    assert process.wait() == -signal.SIGKILL, "distill finished before it could be killed"
+    kill_after_first_epoch(project, "stages.distill", "kd")
     resumed = run_module(project, "stages.distill", "kd")
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming from checkpoints/kd/resume.safetensors after epoch" in resumed.stderr

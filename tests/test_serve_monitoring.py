@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stages.common.evaluation.corruptions import corrupt
 from tests import synthetic
-from tests.conftest import ROOT, stage_environment
+from tests.conftest import ROOT, run_process
 from tests.test_serve import serving
 
 WINDOW = 100  # the synthetic test split, the reference, has 100 images
@@ -218,13 +218,7 @@ def test_bad_feedback_is_one_line_each(split):
     ],
 )
 def test_bad_serve_options_are_one_line(released_project, args, message):
-    result = subprocess.run(
-        [sys.executable, "-m", "stages.serve", *args],
-        cwd=released_project,
-        env=stage_environment(released_project),
-        capture_output=True,
-        text=True,
-    )
+    result = run_process(released_project, "stages.serve", *args)
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1] == f"error: {message}"
 

@@ -227,16 +227,19 @@ def wait_for(path: Path, timeout: float = 120) -> None:
         time.sleep(0.005)
 
 
-def kill_after_first_epoch(project: Path) -> None:
-    """Start training and kill -9 it as soon as one epoch is saved (mid-epoch two)."""
+def kill_after_first_epoch(
+    project: Path, module: str = "stages.train", name: str = "resnet"
+) -> None:
+    """Start training (``module`` of ``name``) and kill -9 it as soon as one epoch is saved
+    (mid-epoch two)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "stages.train", "resnet"],
+        [sys.executable, "-m", module, name],
         cwd=project,
         env=stage_environment(project),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    wait_for(project / "checkpoints/resnet/resume.safetensors")
+    wait_for(project / f"checkpoints/{name}/resume.safetensors")
     process.send_signal(signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL, "training finished before it could be killed"
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -121,3 +123,16 @@ class Distributed:
         value = torch.tensor([int(flag)])
         dist.broadcast(value, src=0)
         return bool(value.item())
+
+
+@contextmanager
+def process_group_closed() -> Iterator[None]:
+    """Run a training stage's body; afterwards, however it ended, end torchrun's process group
+    if the run started one (Distributed.from_env)."""
+    try:
+        yield
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
