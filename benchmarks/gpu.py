@@ -17,7 +17,6 @@ Prints one JSON and a markdown table naming the device.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 import timm
 import torch
 
+from benchmarks.output import publish
 from benchmarks.pipeline import lite0, prepare, scratch_project, train_and_evaluate
 from benchmarks.throughput import (
     LoopSetup,
@@ -164,13 +164,7 @@ def main() -> None:
         report["accuracy"] = recipe_runs(str(Path(args.data).resolve()), weights, args.quick)
     synchronize(device())
     report["minutes"] = round((time.perf_counter() - started) / 60, 1)
-    text = json.dumps(report, indent=2)
-    print(text)
-    print(markdown(report))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-        args.out.with_suffix(".md").write_text(markdown(report) + "\n")
+    publish(report, markdown(report), args.out)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,9 @@ Input pipeline, both producing normalised float batches of (B, 3, 224, 224) on t
   ToTensor + RandomErasing + Normalize, per sample in DataLoader workers, then copied over;
 - ours: the 'aggressive' strategy (crop, flip, colour jitter, affine, erasing) on 32 px uint8
   tensors in the same number of workers, then one batched resize + normalise on the device.
+Every strategy of ours, through the batch source training uses (gathered on the device for
+none/standard; DataLoader workers for the rest), to normalised 224 px batches on the device:
+what each can feed a model (compare with benchmarks.gpu's training images/s).
 Training loop: stages.common.training.trainer.Trainer.train_epoch against forward/backward/step over
 pre-made device tensors, same model, batch size, optimizer, autocast and memory format.
 """
@@ -15,7 +18,6 @@ pre-made device tensors, same model, batch size, optimizer, autocast and memory 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from dataclasses import dataclass
@@ -29,19 +31,22 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
 from torchvision import transforms as v1
 
+from benchmarks.output import publish
 from stages.common.config.params import load_params
 from stages.common.config.training import FreezingParams, TrainParams
 from stages.common.data.cifar10 import MEAN, STD
 from stages.common.data.prepared import PreparedData, Split
 from stages.common.models.checkpoint import Preprocessing
 from stages.common.models.inference import DeviceInput
-from stages.common.plumbing.machine import autocast
+from stages.common.plumbing.machine import Distributed, autocast
 from stages.common.training.augment import AugmentedImages, EpochIndices, whole_batch
 from stages.common.training.freezing import Freezer
+from stages.common.training.loader import epoch_sampler, training_batches
 from stages.common.training.trainer import Trainer, TrainRun
 
 ROOT = Path(__file__).resolve().parents[1]
 REPEATS = 3
+STRATEGIES = ["none", "standard", "aggressive", "randaugment", "trivialaugment"]
 
 
 class SeedDataset(Dataset):
@@ -127,6 +132,26 @@ def input_pipeline(images: np.ndarray, labels: np.ndarray, workers: int, batch: 
         "ours_images_per_second": round(ours_rate, 1),
         "speedup": round(ours_rate / seed_rate, 2),
     }
+
+
+def strategy_rates(images: np.ndarray, labels: np.ndarray, workers: int, batch: int) -> dict:
+    """Images/s of each augmentation strategy from the batch source training uses to
+    normalised 224 px batches on the device, over one epoch after a warm-up one."""
+    on = device()
+    to_device = DeviceInput(Preprocessing(img_size=224, mean=MEAN, std=STD), on)
+    rates = {}
+    for strategy in STRATEGIES:
+        augment = shipped_train_params(augment={"strategy": strategy}).augment
+        dataset = AugmentedImages.for_params(
+            torch.from_numpy(images), torch.from_numpy(labels), augment, seed=0
+        )
+        sampler = epoch_sampler(len(images), Distributed(), seed=0)
+        source = training_batches(dataset, batch, sampler, workers, on)
+        usable = len(images) // batch * batch
+        rate(source, usable, on, to_device)  # warm-up: workers started, kernels chosen
+        sampler.set_epoch(1)
+        rates[strategy] = round(rate(source, usable, on, to_device), 1)
+    return {"workers": workers, "batch": batch, "images_per_second": rates}
 
 
 @dataclass
@@ -221,6 +246,7 @@ def training_loop(images: np.ndarray, labels: np.ndarray, setup: LoopSetup) -> d
 
 def markdown(result: dict) -> str:
     feed, loop = result["input_pipeline_224px"], result["training_loop_32px"]
+    strategies = result["strategies_224px"]
     return "\n".join(
         [
             f"### Benchmarks ({result['machine']})",
@@ -233,6 +259,13 @@ def markdown(result: dict) -> str:
             f"| training loop {loop['arch']} at 32 px, images/s (baseline: a bare loop) | "
             f"{loop['ours_images_per_second']} | {loop['bare_images_per_second']} | "
             f"{loop['overhead_percent']}% overhead |",
+            "",
+            f"| strategy ({strategies['workers']} workers where per-sample) | 224 px images/s |",
+            "|---|---:|",
+            *(
+                f"| {strategy} | {value} |"
+                for strategy, value in strategies["images_per_second"].items()
+            ),
         ]
     )
 
@@ -255,14 +288,10 @@ def main() -> None:
     result = {
         "machine": machine(),
         "input_pipeline_224px": input_pipeline(images, labels, args.workers, args.batch),
+        "strategies_224px": strategy_rates(images, labels, args.workers, args.batch),
         "training_loop_32px": training_loop(images, labels, LoopSetup(args.arch, args.batch)),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:  # the JSON, and beside it the markdown the MR report includes
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-        args.out.with_suffix(".md").write_text(markdown(result) + "\n")
+    publish(result, markdown(result), args.out)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from stages.common.training.augment import (
     BatchMixer,
     CropFlip,
     EpochIndices,
+    _seeded,
     sample_transform,
     whole_batch,
 )
@@ -114,6 +115,19 @@ def test_a_samples_augmentation_depends_on_seed_epoch_and_index_only(images):
     state = torch.random.get_rng_state()
     dataset[(0, 0)]
     assert torch.equal(torch.random.get_rng_state(), state)  # the global generator is untouched
+
+
+@pytest.mark.parametrize("strategy", ["aggressive", "randaugment", "trivialaugment"])
+def test_seeding_the_cpu_generator_alone_draws_what_torch_manual_seed_drew(images, strategy):
+    """The cheap per-sample seeding serves the augmentations the full seeding served, so
+    earlier runs' images (and metrics) stay what they were."""
+    transform = sample_transform(augment(strategy=strategy))
+    image = images[0].permute(2, 0, 1)
+    for seed in (0, 1, 2**40 + 3):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            expected = transform(image)
+        assert torch.equal(_seeded(transform, image, seed), expected)
 
 
 def test_epoch_indices_tag_each_index_with_the_epoch():

@@ -40,6 +40,7 @@ from stages.common.models.inference import predict_logits
 from stages.common.plumbing.durations import duration
 from stages.common.plumbing.logs import quieted
 from stages.common.training.freezing import Freezer
+from stages.common.training.loader import DeviceBatches
 from stages.common.training.trainer import Trainer, TrainRun
 
 log = logging.getLogger(__name__)
@@ -139,8 +140,11 @@ def estimate_model(
             timed_batch = batch_size
             _train_steps(trainer, images, targets, CUDA_WARM_UP_STEPS)
             train = repeated(lambda: _train_steps(trainer, images, targets), warm_up=False)
-            # the loader's workers fetch while the GPU trains
-            step = train.longer(fetch)
+            # a DataLoader's workers fetch while the GPU trains; a gather on the GPU queues
+            # behind the step
+            step = (
+                train + fetch if isinstance(trainer.batches, DeviceBatches) else train.longer(fetch)
+            )
         else:
             timed_batch, full_step = _cpu_step(trainer, images, targets)
             if full_step is None:  # the engine's own loop: fetch, step, bookkeeping
@@ -299,9 +303,12 @@ def generated_run(params: Params, name: str, images: int) -> TrainRun:
 
 
 def _batch(trainer: Trainer) -> tuple[torch.Tensor, torch.Tensor]:
-    """One augmented training batch, fetched as the DataLoader fetches it."""
+    """One augmented training batch, fetched as the training loop fetches it."""
+    batches = trainer.batches
+    if isinstance(batches, DeviceBatches):
+        return batches.fetch(torch.arange(trainer.local_batch, device=trainer.device), 0)
     indices = [(0, i) for i in range(trainer.local_batch)]
-    return trainer.loader.dataset.__getitems__(indices)  # type: ignore[attr-defined]
+    return batches.dataset.__getitems__(indices)  # type: ignore[attr-defined]
 
 
 def _train_steps(

@@ -2,8 +2,9 @@
 tensors, then CutMix/MixUp per batch.
 
 The reflect-padded random crop and the horizontal flip of a whole batch are one gather from the
-stored images (:class:`CropFlip`), with no per-sample Python; the heavier strategies' extra
-transforms (colour, RandAugment, ...) run per sample after it, in DataLoader workers. Resizing to
+stored images (:class:`CropFlip`), with no per-sample Python, on whichever device holds them
+(training.loader.DeviceBatches: the training device); the heavier strategies' extra transforms
+(colour, RandAugment, ...) run per sample after it, in DataLoader workers. Resizing to
 the model's resolution and normalisation run once per batch on the device
 (inference.DeviceInput). Doing the upsampling in the workers (the seed's way) moves 49x more
 pixels through the CPU at 224 px.
@@ -61,6 +62,8 @@ class CropFlip:
         self.count, self.padding, self.flip, self.seed = count, padding, flip, seed
         self._epoch: int | None = None
         self._draws: tuple[torch.Tensor, torch.Tensor] = (torch.empty(0), torch.empty(0))
+        self._device_key: tuple[torch.device, int] | None = None
+        self._device_draws = self._draws
 
     def draws(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Every image's (row, column) crop offset in the padded image and whether it flips."""
@@ -81,12 +84,29 @@ class CropFlip:
         offsets = torch.randint(0, 2 * self.padding + 1, (self.count, 2), generator=generator)
         return flips, offsets
 
+    def on(self, device: torch.device, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`draws` on ``device`` (drawn on the CPU, so that every device crops alike),
+        copied there once per epoch."""
+        if self._device_key != (device, epoch):
+            offsets, flips = self.draws(epoch)
+            self._device_key, self._device_draws = (
+                (device, epoch),
+                (
+                    offsets.to(device),
+                    flips.to(device),
+                ),
+            )
+        return self._device_draws
+
     def __call__(self, images: torch.Tensor, index: torch.Tensor, epoch: int) -> torch.Tensor:
-        """uint8 (B, 3, H, W) crops of ``images[index]`` (uint8 NHWC, the whole data set)."""
-        offsets, flips = self.draws(epoch)
+        """uint8 (B, 3, H, W) crops of ``images[index]`` (uint8 NHWC, the whole data set), on
+        the images' device (``index`` on it too)."""
+        offsets, flips = self.on(images.device, epoch)
         height, width = images.shape[1:3]
-        rows = _reflect(offsets[index, :1] - self.padding + torch.arange(height), height)
-        columns = torch.arange(width).expand(len(index), width)
+        rows = _reflect(
+            offsets[index, :1] - self.padding + torch.arange(height, device=images.device), height
+        )
+        columns = torch.arange(width, device=images.device).expand(len(index), width)
         columns = torch.where(flips[index, None], columns.flip(1), columns)
         columns = _reflect(offsets[index, 1:] - self.padding + columns, width)
         batch = images[index[:, None, None], rows[:, :, None], columns[:, None, :]]
@@ -191,13 +211,19 @@ class AugmentedImages(Dataset):
 
 
 def _seeded(transform: v2.Transform, image: torch.Tensor, seed: int) -> torch.Tensor:
-    """``transform(image)`` drawing from ``seed``. v2 transforms draw from torch's global
-    generator; seeding it per sample (and putting it back afterwards) makes the draw independent
-    of the worker and of the samples served before it, and leaves the training loop's own draws
-    alone."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    """``transform(image)`` drawing from ``seed``. v2 transforms draw from torch's global CPU
+    generator; seeding it per sample (and putting its state back afterwards) makes the draw
+    independent of the worker and of the samples served before it, and leaves the training
+    loop's own draws alone. The CPU generator alone: ``torch.manual_seed`` seeds every
+    accelerator's generator too, ~110 us a call where this takes ~2 us, more than half of what
+    TrivialAugment costs an image at 32 px."""
+    generator = torch.default_generator
+    state = generator.get_state()
+    generator.manual_seed(seed)
+    try:
         return transform(image)
+    finally:
+        generator.set_state(state)
 
 
 class BatchMixer:

@@ -32,7 +32,8 @@ from stages.common.training.augment import AugmentedImages, BatchMixer
 from stages.common.training.distillation import Teacher, TrainingLoss
 from stages.common.training.early_stopping import EarlyStopping
 from stages.common.training.freezing import Freezer, freeze_batchnorm_stats
-from stages.common.training.loader import epoch_sampler, training_loader
+from stages.common.training.lagged_losses import LaggedLosses, StepLoss
+from stages.common.training.loader import DeviceBatches, epoch_sampler, training_batches
 from stages.common.training.optimisation import Optimisation
 from stages.common.training.resume import (
     load_resume_state,
@@ -123,7 +124,7 @@ class Trainer:
         self.local_batch = self.params.batch_size // self.distributed.world_size
         self.sampler = epoch_sampler(train_count, self.distributed, run.seed)
         self.steps_per_epoch = len(self.sampler) // self.local_batch
-        self.loader = self._loader()
+        self.batches = self._batches()
         self.optimisation = Optimisation(
             self.model,
             self.params,
@@ -145,27 +146,28 @@ class Trainer:
         # a loss this far above the uniform guess's log(classes) means the run has blown up
         self.diverged_loss = DIVERGED_LOSS_FACTOR * math.log(len(run.data.classes))
 
-    def _loader(self) -> DataLoader:
+    def _batches(self) -> DeviceBatches | DataLoader:
         dataset = AugmentedImages.for_params(
             torch.from_numpy(self.run.data.train.images),
             torch.from_numpy(self.run.data.train.labels),
             self.params.augment,
             self.run.seed,
         )
-        workers = loader_workers(self.params.workers, dataset.transform is not None)
+        per_sample = dataset.transform is not None
+        workers = loader_workers(self.params.workers, per_sample)
         if self.distributed.is_main:
             log.info(
-                "%s: %d DataLoader worker(s) (train.workers=%s; %d CPUs available), device %s, "
-                "bf16 autocast %s, channels_last %s",
+                "%s: %s, device %s, bf16 autocast %s, channels_last %s",
                 self.run.name,
-                workers,
-                self.params.workers,
-                available_cpus(),
+                f"{workers} DataLoader worker(s) (train.workers={self.params.workers}; "
+                f"{available_cpus()} CPUs available)"
+                if per_sample
+                else "batches cropped and flipped on the device (no per-sample augmentation)",
                 self.device,
                 "on" if self.amp else "off",
                 "on" if self.channels_last else "off",
             )
-        return training_loader(dataset, self.local_batch, self.sampler, workers, self.device)
+        return training_batches(dataset, self.local_batch, self.sampler, workers, self.device)
 
     def _wrap(self, model: nn.Module) -> nn.Module:
         """DDP (rebuilt when the trainable set changes) and optional torch.compile."""
@@ -203,10 +205,11 @@ class Trainer:
         self.model.train()
         freeze_batchnorm_stats(self.model)
         self.sampler.set_epoch(epoch)
-        loss_sum, seen, correct = 0.0, 0, 0
+        losses = LaggedLosses(lambda value, loss: self._check_loss(value, loss, epoch))
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
         started = time.perf_counter()
         bar = tqdm(
-            self.loader,
+            self.batches,
             total=self.steps_per_epoch,
             desc=f"{self.run.name} epoch {epoch + 1}/{self.params.epochs}",
             disable=None if self.distributed.is_main else True,  # None: off when not a TTY
@@ -217,29 +220,32 @@ class Trainer:
             # the rate this step trains at (the scheduler moves it after)
             lr = self.optimisation.current_lr()
             loss, logits, targets = self.train_step(images, targets, step)
-            value = loss.item()
-            if not math.isfinite(value) or value > self.diverged_loss:
-                raise TrainingDiverged(
-                    f"models.{self.run.name}: training diverged in epoch {epoch + 1}, step "
-                    f"{step + 1} (loss {value:.3g}; no better than guessing is "
-                    f"{math.log(len(self.run.data.classes)):.2f}): the learning rate "
-                    f"({lr:.3g}) is the likely cause; lower train.lr or "
-                    f"models.{self.run.name}.lr_scale. No model was written"
-                )
-            loss_sum += value * len(targets)
-            seen += len(targets)
-            correct += int((logits.argmax(1) == targets).sum())
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
+            correct += (logits.argmax(1) == targets).sum()
+            if losses.add(StepLoss(loss, len(targets), step, lr)):
+                bar.set_postfix(loss=f"{losses.mean:.4f}")
+        loss_mean, seen = losses.finish(), losses.seen
+        accuracy = int(correct) / seen  # waits for the epoch's last step
         seconds = time.perf_counter() - started
         _total, trainable = count_parameters(self.model)
         metrics = {
-            "train/loss": loss_sum / seen,
-            "train/accuracy": correct / seen,
+            "train/loss": loss_mean,
+            "train/accuracy": accuracy,
             "train/lr": lr,  # of the epoch's last step
             "train/trainable_params": trainable,
             "train/images_per_second": seen * self.distributed.world_size / seconds,
         }
         return metrics, seconds
+
+    def _check_loss(self, value: float, loss: StepLoss, epoch: int) -> None:
+        """Stops a run whose loss became non-finite or exploded, naming its step."""
+        if not math.isfinite(value) or value > self.diverged_loss:
+            raise TrainingDiverged(
+                f"models.{self.run.name}: training diverged in epoch {epoch + 1}, step "
+                f"{loss.step + 1} (loss {value:.3g}; no better than guessing is "
+                f"{math.log(len(self.run.data.classes)):.2f}): the learning rate "
+                f"({loss.lr:.3g}) is the likely cause; lower train.lr or "
+                f"models.{self.run.name}.lr_scale. No model was written"
+            )
 
     def val_metrics(self) -> dict[str, float]:
         """Loss, accuracy and F1 on the validation split (the EMA weights when EMA is on)."""
