@@ -152,6 +152,30 @@ def test_the_verdict_outranks_the_architectures():
     assert {"resnet.arch", "vit.arch"} <= {c.label for c in dropped}
 
 
+def test_a_distillation_experiment_keeps_the_students_gain_before_the_ensemble():
+    """The distill preset's table at 120 columns showed best, ensemble and three accuracies
+    and named the student's gain, the experiment's point, among the hidden columns."""
+    nets = ("airbench", "airbench_small", "airbench_small_kd")
+    accuracies = dict(zip(nets, (0.9024, 0.8867, 0.8887), strict=True))
+    rows = [row("main", PARAMS), row("  distill-20261205-081150", PARAMS, accuracies)]
+    rows[1].metrics["metrics/compare.json:best_model"] = "airbench"
+    rows[1].metrics["metrics/compare.json:ensemble_accuracy"] = 0.8974
+    rows[1].metrics["metrics/compare.json:distill.airbench_small_kd.gain_over_baseline"] = 0.002
+    shown, dropped = fit(table(rows), 120)
+    labels = [c.label for c in shown]
+    assert labels[:6] == [
+        "Experiment",
+        "best",
+        "airbench acc",
+        "airbench_small acc",
+        "airbench_small_kd acc",
+        "airbench_small_kd gain",
+    ]
+    assert "ensemble" in {c.label for c in dropped}
+    shown, _ = fit(table(rows), 200)
+    assert "ensemble" in [c.label for c in shown]  # when there is room
+
+
 def test_a_sweep_s_searched_params_show_first():
     space = {"train.lr": {"type": "float", "low": 1e-4, "high": 1e-2}}
     base = {**PARAMS, "tune": {"space": space}}

@@ -37,17 +37,18 @@ class Column:
 
 
 # Which columns stay when the width is short: lower priorities show first and go last. A
-# sweep's searched params, then the verdict (best model, ensemble, each model's test
-# accuracy), then the first few other changed params, then the other metrics, the
-# architectures and the rest of the params.
+# sweep's searched params, then the verdict (best model, each model's test accuracy, a
+# student's gain over its baseline, the ensemble's accuracy: what a distillation experiment is
+# run for outranks the ensemble, which adds least to the models beside it), then the first few
+# other changed params, then the other metrics, the architectures and the rest of the params.
 SWEPT = 1
 TRIAL_NAME = re.compile(r"-t\d{3,}$")  # a sweep trial's experiment (tuning/sweep.py)
 # headline metrics: (file pattern, key pattern, column label, priority); {m} is the model's name
 HEADLINES = [
     (r"metrics/compare\.json", "best_model", "best", 2),
-    (r"metrics/compare\.json", "ensemble_accuracy", "ensemble", 3),
-    (r"metrics/compare\.json", r"distill\.(?P<m>[^.]+)\.gain_over_baseline", "{m} gain", 5),
-    (r"metrics/evaluate/(?P<m>[^/]+)\.json", "accuracy", "{m} acc", 4),
+    (r"metrics/evaluate/(?P<m>[^/]+)\.json", "accuracy", "{m} acc", 3),
+    (r"metrics/compare\.json", r"distill\.(?P<m>[^.]+)\.gain_over_baseline", "{m} gain", 4),
+    (r"metrics/compare\.json", "ensemble_accuracy", "ensemble", 5),
     (r"metrics/train/(?P<m>[^/]+)\.json", "best_val_loss", "{m} val_loss", 20),
     (r"metrics/evaluate/(?P<m>[^/]+)\.json", "mca", "{m} mCA", 21),
     (r"metrics/train/(?P<m>[^/]+)\.json", "best_val_accuracy", "{m} val_acc", 22),
