@@ -60,21 +60,17 @@ class CropFlip:
 
     def __init__(self, count: int, padding: int, flip: str, seed: int) -> None:
         self.count, self.padding, self.flip, self.seed = count, padding, flip, seed
-        self._epoch: int | None = None
+        self._drawn: tuple[torch.device, int] | None = None  # what _draws holds: where, when
         self._draws: tuple[torch.Tensor, torch.Tensor] = (torch.empty(0), torch.empty(0))
-        self._device_key: tuple[torch.device, int] | None = None
-        self._device_draws = self._draws
 
     def draws(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Every image's (row, column) crop offset in the padded image and whether it flips."""
-        if self._epoch != epoch:
-            flips, offsets = self._random_draws(epoch)
-            if self.flip == "alternate":
-                flips = self._random_draws(0)[0] ^ bool(epoch % 2)
-            elif self.flip == "none":
-                flips = torch.zeros(self.count, dtype=torch.bool)
-            self._epoch, self._draws = epoch, (offsets, flips)
-        return self._draws
+        flips, offsets = self._random_draws(epoch)
+        if self.flip == "alternate":
+            flips = self._random_draws(0)[0] ^ bool(epoch % 2)
+        elif self.flip == "none":
+            flips = torch.zeros(self.count, dtype=torch.bool)
+        return offsets, flips
 
     def _random_draws(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Epoch ``epoch``'s random flips, then its offsets, from one generator: alternating
@@ -85,18 +81,12 @@ class CropFlip:
         return flips, offsets
 
     def on(self, device: torch.device, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`draws` on ``device`` (drawn on the CPU, so that every device crops alike),
-        copied there once per epoch."""
-        if self._device_key != (device, epoch):
+        """:meth:`draws` on ``device``, drawn once an epoch (on the CPU, so that every device
+        crops alike)."""
+        if self._drawn != (device, epoch):
             offsets, flips = self.draws(epoch)
-            self._device_key, self._device_draws = (
-                (device, epoch),
-                (
-                    offsets.to(device),
-                    flips.to(device),
-                ),
-            )
-        return self._device_draws
+            self._drawn, self._draws = (device, epoch), (offsets.to(device), flips.to(device))
+        return self._draws
 
     def __call__(self, images: torch.Tensor, index: torch.Tensor, epoch: int) -> torch.Tensor:
         """uint8 (B, 3, H, W) crops of ``images[index]`` (uint8 NHWC, the whole data set), on
