@@ -334,5 +334,8 @@ def save_figures(comparison: Comparison) -> bool:
     else:
         ROBUSTNESS_FIGURE.unlink(missing_ok=True)
     histories = {name: read_curves(paths(name).live_dir) for name in names}
-    save_figure(plots.training_curves_figure(histories, colours), COMPARE_PLOTS / "training.png")
+    students = [lesson["student"] for lesson in comparison.lessons]
+    save_figure(
+        plots.training_curves_figure(histories, colours, students), COMPARE_PLOTS / "training.png"
+    )
     return bool(robustness)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -205,9 +207,14 @@ def comparison_figure(
 
 
 def training_curves_figure(
-    curves: dict[str, dict[str, list[float]]], colours: dict[str, str]
+    curves: dict[str, dict[str, list[float]]],
+    colours: dict[str, str],
+    students: Collection[str] = (),
 ) -> Figure:
-    """Per-epoch curves of every model: one panel per metric, one line per model."""
+    """Per-epoch curves of every model: one panel per metric, one line per model.
+
+    A distilled student's ``train/loss`` is the loss it minimised, soft targets mixed with the
+    labels, not the others' cross-entropy: its line is dashed and its legend entry says so."""
     keys = list(next(iter(curves.values())))
     longest = max(
         (len(series) for curve in curves.values() for series in curve.values()), default=1
@@ -217,7 +224,12 @@ def training_curves_figure(
         for name, series in curves.items():
             if series[key]:
                 epochs = np.arange(1, len(series[key]) + 1)
-                axis.plot(epochs, series[key], "o-", color=colours[name], label=name, markersize=3)
+                distilled = name in students and key == "train/loss"
+                label = f"{name} (distillation loss)" if distilled else name
+                style = "o--" if distilled else "o-"
+                axis.plot(
+                    epochs, series[key], style, color=colours[name], label=label, markersize=3
+                )
         axis.set_title(key)
         axis.set_xlabel("epoch")
         # whole epochs only, also for a run of one or two (matplotlib pads a single point's
