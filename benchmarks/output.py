@@ -7,12 +7,18 @@ import json
 from pathlib import Path
 from typing import Any
 
+from stages.common.plumbing.files import write_text
+
 
 def publish(result: dict[str, Any], table: str, out: Path | None) -> None:
-    text = json.dumps(result, indent=2)
-    print(text)
+    print(json.dumps(result, indent=2))
     print(table)
     if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text + "\n")
-        out.with_suffix(".md").write_text(table + "\n")
+        write_json(result, out)
+        write_text(out.with_suffix(".md"), table + "\n")
+
+
+def write_json(result: dict[str, Any], out: Path) -> None:
+    """``out`` replaced whole (a benchmark cut short leaves its last complete JSON)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text(out, json.dumps(result, indent=2) + "\n")

@@ -75,13 +75,15 @@ def prepare(project: Path) -> None:
 def train_and_evaluate(project: Path, model: str) -> dict[str, Any]:
     """Test metrics, best epoch and minutes of ``model`` trained and evaluated in ``project``."""
     train_seconds = run_stage(project, "stages.train", model)
-    run_stage(project, "stages.evaluate", model)
+    evaluate_seconds = run_stage(project, "stages.evaluate", model)
     evaluation = json.loads((project / f"metrics/evaluate/{model}.json").read_text())
     training = json.loads((project / f"metrics/train/{model}.json").read_text())
     return {
         "test_accuracy": evaluation["accuracy"],
         "test_loss": evaluation["loss"],
         "best_epoch": training["best_epoch"],
+        "best_val_accuracy": training["best_val_accuracy"],
         "train_minutes": training["train_minutes"],
         "stage_minutes": round(train_seconds / 60, 2),
+        "evaluate_minutes": round(evaluate_seconds / 60, 2),
     }

@@ -4,10 +4,18 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
+import pytest
+import yaml
+
 from benchmarks import record
+from benchmarks.recipes import recipe_model, recipes_project
+from stages.common.config.params import load_params
+from stages.common.config.training import model_training
+from stages.common.plumbing.errors import ParamsError
 from tests.conftest import ROOT
 
 
@@ -89,3 +97,62 @@ def test_the_peers_printed_results_are_read_from_its_eval_rows():
         ]
     )
     assert record.peer_results(printed) == [(0.1, 10.0), (0.908, 1.65)]
+
+
+def test_recipes_train_and_evaluate_each_recipe_on_one_prepared_data_set(tmp_path, image_tar):
+    out = tmp_path / "recipes.json"
+    run(
+        "benchmarks.recipes",
+        *("--preset", "transfer_gpu", "--quick", "--data", str(image_tar)),
+        # the preset's recipe (TrivialAugment, CutMix/MixUp, EMA, flip TTA) on a tiny net
+        *("-S", "models.lite0.arch=test_efficientnet", "-S", "models.lite0.pretrained=false"),
+        *("-S", "models.lite0.img_size=32"),
+        *("--recipe", "base", "--recipe", "plain", "train.ema_decay=null", "img_size=48"),
+        *("--out", str(out)),
+    )
+    report = json.loads(out.read_text())
+    assert list(report["recipes"]) == ["base", "plain"]
+    assert report["recipes"]["plain"]["changes"] == ["train.ema_decay=null", "img_size=48"]
+    for result in report["recipes"].values():
+        assert 0 <= result["test_accuracy"] <= 1 and result["train_minutes"] > 0
+    table = out.with_suffix(".md").read_text()
+    assert "| base | the preset's |" in table and "`img_size=48`" in table
+
+
+def test_each_recipe_is_the_presets_model_with_its_own_changes(tmp_path, image_tar):
+    recipes = {"base": [], "ema": ["train.ema_decay=0.999", "train.augment.strategy=none"]}
+    project = recipes_project(
+        tmp_path, str(image_tar), "transfer_gpu", ["models.lite0.img_size=64"], recipes, None
+    )
+    params = load_params(project / "params.yaml")
+    assert set(params.models) == {"base", "ema"}
+    base, ema = (model_training(params.train, params.models[name]) for name in ("base", "ema"))
+    assert params.models["ema"].img_size == params.models["base"].img_size == 64
+    assert (base.ema_decay, base.augment.strategy) == (0.9995, "trivialaugment")
+    assert (ema.ema_decay, ema.augment.strategy) == (0.999, "none")
+    assert ema.augment.cutmix == base.augment.cutmix == 1.0  # the rest as the preset has it
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    assert raw["models"]["ema"]["train"] == {"ema_decay": 0.999, "augment": {"strategy": "none"}}
+
+
+@pytest.mark.parametrize(
+    ("model", "recipe", "message"),
+    [
+        ("nope", [], "--model nope: not in preset transfer_gpu (models: lite0)"),
+        (None, ["train.ema_decay"], "recipe change 'train.ema_decay': expected KEY=VALUE"),
+        (None, ["train.no_such_key=1"], "no_such_key"),
+    ],
+)
+def test_a_bad_recipe_is_named(tmp_path, image_tar, model, recipe, message):
+    with pytest.raises(ParamsError, match=re.escape(message)):
+        recipes_project(tmp_path, str(image_tar), "transfer_gpu", [], {"bad": recipe}, model)
+
+
+def test_a_recipe_change_sets_a_nested_key_without_touching_the_base():
+    base = {"arch": "a", "train": {"lr": 0.1}}
+    assert recipe_model(base, ["train.augment.mixup=0.2", "img_size=96"]) == {
+        "arch": "a",
+        "train": {"lr": 0.1, "augment": {"mixup": 0.2}},
+        "img_size": 96,
+    }
+    assert base == {"arch": "a", "train": {"lr": 0.1}}
