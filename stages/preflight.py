@@ -136,19 +136,39 @@ def estimate(
 
 
 def ways_on(args: argparse.Namespace) -> str:
-    """What to run instead of a run too slow for this CPU, with the user's --data and -S."""
-    kept = ["--data", args.data] if args.data else []
-    for override in args.overrides:
-        kept += ["-S", override]
+    """What to run instead of a run too slow for this CPU, with the user's --data and the -S
+    overrides that apply to each preset named (one of a model the preset does not have would
+    make the suggested command fail: it is left out, and said so)."""
 
-    def command(*preset: str) -> str:
-        return f"`{shlex.join(['bash', 'run.sh', *preset, *kept])}`"
+    def command(preset: str, *notes: str) -> str:
+        data = ["--data", args.data] if args.data else []
+        kept, left_out = [], []
+        together = applies(preset, args.data, args.overrides)  # one check where all apply
+        for override in args.overrides:
+            if together or applies(preset, args.data, [override]):
+                kept += ["-S", override]
+            else:
+                left_out.append(override)
+        if left_out:
+            notes += (f"without -S {', '.join(left_out)}: not a param of that run",)
+        said = f" ({'; '.join(notes)})" if notes else ""
+        return f"`{shlex.join(['bash', 'run.sh', '--preset', preset, *data, *kept])}`{said}"
 
     return (
-        f"run {command('--preset', 'cpu')} (90% in ~30 min on 2 cores) or "
-        f"{command('--preset', 'transfer')}, a smaller run (`--preset smoke`, fewer epochs, "
-        "data.subset), or a GPU; or add --allow-slow (CIFAR10_ALLOW_SLOW=1) to train anyway"
+        f"run {command('cpu', '90% in ~30 min on 2 cores')} or {command('transfer')}, a "
+        "smaller run (`--preset smoke`, fewer epochs, data.subset), or a GPU; or add "
+        "--allow-slow (CIFAR10_ALLOW_SLOW=1) to train anyway"
     )
+
+
+def applies(preset: str, data: str | None, overrides: list[str]) -> bool:
+    """Whether ``overrides`` are valid changes of the run of ``preset`` with ``data``."""
+    stack = [preset_layer(load_preset(preset))] + ([data_layer(data)] if data else [])
+    try:
+        resolve([*stack, set_layer(overrides)], from_workspace=False)
+    except ParamsError:
+        return False
+    return True
 
 
 def gate(
