@@ -143,7 +143,8 @@ def ways_on(args: argparse.Namespace) -> str:
     def command(preset: str, *notes: str) -> str:
         data = ["--data", args.data] if args.data else []
         kept, left_out = [], []
-        together = applies(preset, args.data, args.overrides)  # one check where all apply
+        # one check where all apply (none: nothing to check)
+        together = not args.overrides or applies(preset, args.data, args.overrides)
         for override in args.overrides:
             if together or applies(preset, args.data, [override]):
                 kept += ["-S", override]
