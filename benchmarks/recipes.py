@@ -153,7 +153,10 @@ def main() -> None:
         for name, run in report["recipes"].items():
             spent = (time.perf_counter() - started) / 60
             if args.budget_minutes is not None and spent + slowest > args.budget_minutes:
-                run["not_run"] = f"{spent:.1f} of {args.budget_minutes} min spent"
+                run["not_run"] = (
+                    f"{spent:.1f} of the {args.budget_minutes} min budget spent, "
+                    f"and a recipe took up to {slowest:.2f}"
+                )
                 continue
             recipe_started = time.perf_counter()
             run.update(train_and_evaluate(project, name))
