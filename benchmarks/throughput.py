@@ -37,7 +37,7 @@ from stages.common.config.training import FreezingParams, TrainParams
 from stages.common.data.cifar10 import MEAN, STD
 from stages.common.data.prepared import PreparedData, Split
 from stages.common.models.checkpoint import Preprocessing
-from stages.common.models.inference import DeviceInput
+from stages.common.models.inference import DeviceInput, inference_device
 from stages.common.plumbing.machine import Distributed, autocast
 from stages.common.training.augment import AugmentedImages, EpochIndices, whole_batch
 from stages.common.training.freezing import Freezer
@@ -75,7 +75,8 @@ class SeedDataset(Dataset):
 
 
 def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The GPU if there is one, set up as the stages set it up (cuDNN's autotuner on)."""
+    return inference_device()
 
 
 def synchronize(on: torch.device) -> None:

@@ -46,3 +46,21 @@ def test_a_plain_run_is_rank_zero_of_one_and_torchrun_s_variables_place_it(monke
     assert plain.broadcast_flag(True) is True
     placed = machine.Distributed(rank=2, world_size=4, local_rank=0)
     assert not placed.is_main
+
+
+def test_a_gpu_is_handed_out_with_cudnns_autotuner_on_and_a_cpu_as_it_is(monkeypatch):
+    """Training (Distributed.device) and inference (inference_device) both get a tuned GPU."""
+    from stages.common.models.inference import inference_device
+
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert machine.Distributed().device().type == inference_device().type == "cpu"
+    assert torch.backends.cudnn.benchmark is False
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: None)
+    assert machine.Distributed(local_rank=1).device() == torch.device("cuda", 1)
+    assert torch.backends.cudnn.benchmark is True
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    assert inference_device().type == "cuda"
+    assert torch.backends.cudnn.benchmark is True

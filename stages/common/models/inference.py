@@ -18,7 +18,7 @@ from tqdm import tqdm
 from stages.common.models.checkpoint import CheckpointInfo, ModelCheckpoint, Preprocessing
 from stages.common.models.factory import create_architecture
 from stages.common.plumbing.errors import DataError, first_line
-from stages.common.plumbing.machine import autocast
+from stages.common.plumbing.machine import autocast, tuned
 
 
 class DeviceInput:
@@ -117,7 +117,7 @@ def tta_logits(model: nn.Module, inputs: torch.Tensor, tta: str) -> torch.Tensor
 
 
 def inference_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return tuned(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 @dataclass

@@ -73,6 +73,20 @@ def use_amp(setting: str | bool, device: torch.device) -> bool:
     return setting is True and bf16_on_cpu()
 
 
+def tuned(device: torch.device) -> torch.device:
+    """``device``, with cuDNN's autotuner on when it is a GPU: the first convolution of each
+    input shape times cuDNN's algorithms and keeps the fastest, where its heuristics alone
+    may pick a slow one (training's shapes are fixed, so it times once). It is what the speed
+    record's trainer does; it may pick other algorithms from run to run, and a GPU's results
+    were never bit-for-bit repeatable anyway (cuDNN's backward adds atomically). A CPU is
+    left as it is."""
+    import torch
+
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    return device
+
+
 def autocast(device: torch.device, enabled: bool):
     """bf16 autocast on ``device`` when enabled; a no-op context otherwise."""
     import torch
@@ -110,7 +124,7 @@ class Distributed:
 
         if torch.cuda.is_available():
             torch.cuda.set_device(self.local_rank)
-            return torch.device("cuda", self.local_rank)
+            return tuned(torch.device("cuda", self.local_rank))
         return torch.device("cpu")
 
     def broadcast_flag(self, flag: bool) -> bool:
