@@ -19,7 +19,12 @@ from sklearn.preprocessing import StandardScaler
 from stages.common.config.evaluation import CorruptionName
 from stages.common.data.prepared import load_prepared
 from stages.common.evaluation import corruptions as c
-from stages.common.evaluation.robustness import chosen_test_images, evaluate_robustness
+from stages.common.evaluation.robustness import (
+    chosen_test_images,
+    corrupted_cells,
+    evaluate_robustness,
+    generation_workers,
+)
 from stages.common.models.inference import load_model
 from stages.common.plumbing.output_paths import PREPARED_FILE, paths
 from tests import synthetic
@@ -142,6 +147,29 @@ def test_every_corruption_is_seeded_per_image(images, name):
         "jpeg_compression",
     ):
         assert not np.array_equal(corrupt(images, name, 3, seed=1), whole)  # random ones
+
+
+def test_cells_generated_ahead_in_worker_processes_are_the_ones_generated_in_line(images):
+    """evaluate corrupts the next cells in other processes while it predicts: same arrays, in
+    the cells' order, whether fewer or more cells than the workers hold ahead."""
+    chosen = np.arange(100, 100 + len(images))  # test-split positions seed each image
+    cells = [(name, level) for name in ("shot_noise", "glass_blur", "snow") for level in (1, 4)]
+    in_line = list(corrupted_cells(images, cells, 5, chosen, workers=0))
+    assert len(in_line) == len(cells)
+    assert np.array_equal(in_line[0], c.corrupt(images, "shot_noise", 1, 5, chosen))
+    ahead = list(corrupted_cells(images, cells, 5, chosen, workers=2))  # 4 ahead of 6
+    assert all(np.array_equal(a, b) for a, b in zip(ahead, in_line, strict=True))
+
+
+def test_cells_are_generated_ahead_for_a_gpu_only(monkeypatch):
+    """A GPU's prediction leaves the cores free (one kept to feed it); a CPU's uses them."""
+    from stages.common.evaluation import robustness
+
+    monkeypatch.setattr(robustness, "available_cpus", lambda: 16)
+    assert generation_workers(torch.device("cuda")) == 8
+    assert generation_workers(torch.device("cpu")) == 0
+    monkeypatch.setattr(robustness, "available_cpus", lambda: 1)
+    assert generation_workers(torch.device("cuda")) == 0
 
 
 def test_the_test_subset_is_seeded_and_sorted():

@@ -9,16 +9,23 @@ stages/common/evaluation/corruptions.py, per corruption and severity, and two he
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import signal
 import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from stages.common.config.evaluation import EvaluateParams
 from stages.common.data.prepared import Split
 from stages.common.evaluation.corruptions import CORRUPTIONS, corrupt
 from stages.common.models.inference import LoadedModel, predict_logits
+from stages.common.plumbing.machine import MAX_AUTO_WORKERS, available_cpus
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +102,10 @@ def evaluate_robustness(
     clean = accuracy(images)
     table: dict[str, dict[int, float]] = {}
     cells = [(c, s) for c in spec.corruptions for s in spec.severities]
-    for corruption, severity in tqdm(cells, desc=f"{name} corruptions", disable=None, leave=False):
-        corrupted = corrupt(images, corruption, severity, seed, chosen)
+    workers = generation_workers(loaded.device_input.device)
+    generated = corrupted_cells(images, cells, seed, chosen, workers)
+    progress = tqdm(cells, desc=f"{name} corruptions", disable=None, leave=False)
+    for (corruption, severity), corrupted in zip(progress, generated, strict=True):
         table.setdefault(corruption, {})[severity] = accuracy(corrupted)
     result = Robustness(len(chosen), clean, table, time.perf_counter() - started)
     log.info(
@@ -112,3 +121,63 @@ def evaluate_robustness(
         result.seconds,
     )
     return result
+
+
+Cell = tuple[str, int]  # (corruption, severity)
+
+
+def generation_workers(device: torch.device) -> int:
+    """Processes that corrupt images while a GPU predicts (one core left to feed it, at most
+    MAX_AUTO_WORKERS); none on a CPU, whose cores are busy predicting: there, generation is a
+    few percent of the time and a worker beside the prediction's threads made it slower
+    (docs/robustness.md)."""
+    if device.type != "cuda":
+        return 0
+    return min(available_cpus() - 1, MAX_AUTO_WORKERS)
+
+
+def corrupted_cells(
+    images: np.ndarray, cells: Sequence[Cell], seed: int, chosen: np.ndarray, workers: int
+) -> Iterator[np.ndarray]:
+    """Each cell's corrupted ``images`` (test-split positions ``chosen``), in order. With
+    ``workers``, the next cells are generated in that many processes while the caller uses
+    the ones before (at most two per worker held ahead); the arrays are the same either way,
+    as each image's randomness is its own."""
+    if workers <= 0:
+        for corruption, severity in cells:
+            yield corrupt(images, corruption, severity, seed, chosen)
+        return
+    # spawn: the parent may hold a CUDA context, which a forked child must not inherit
+    with ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_hold,
+        initargs=(images, seed, chosen),
+    ) as pool:
+        ahead: deque[Future[np.ndarray]] = deque()
+        for cell in cells:
+            ahead.append(pool.submit(_corrupt_held, cell))
+            if len(ahead) > 2 * workers:
+                yield ahead.popleft().result()
+        while ahead:
+            yield ahead.popleft().result()
+
+
+_held: tuple[np.ndarray, int, np.ndarray] | None = None  # a generation worker's images
+
+
+def _hold(images: np.ndarray, seed: int, chosen: np.ndarray) -> None:
+    """A generation worker's start: the images to corrupt, once, and one torch thread (the
+    worker is one of several processes sharing the cores). Ctrl-C is the stage's to handle:
+    the worker ignores it and ends with the pool."""
+    global _held
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(1)
+    _held = (images, seed, chosen)
+
+
+def _corrupt_held(cell: Cell) -> np.ndarray:
+    if _held is None:
+        raise RuntimeError("a generation worker starts with _hold")
+    images, seed, chosen = _held
+    return corrupt(images, cell[0], cell[1], seed, chosen)
