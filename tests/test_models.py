@@ -73,3 +73,26 @@ def test_weights_of_another_architecture_are_refused_naming_the_keys(tmp_path):
     spec = ModelParams(arch="test_resnet", pretrained=str(weights), img_size=32)
     with pytest.raises(ParamsError, match=r"^models\.m\.pretrained: .*vit\.safetensors"):
         build_model("m", spec, 10)
+
+
+def test_airbench_whitens_with_the_first_training_batch_and_a_loaded_net_keeps_its_filters():
+    torch.manual_seed(0)
+    first, second = torch.rand(2, 16, 3, 32, 32)
+    net = timm.create_model("airbench_small", num_classes=10).train()
+    net(first)
+    fitted = net.whiten.weight.clone()
+    assert bool(net.whiten.initialised) and fitted.abs().sum() > 0
+    net(second)
+    assert torch.equal(net.whiten.weight, fitted)  # fitted once
+
+    loaded = timm.create_model("airbench_small", num_classes=10).train()
+    loaded(second)  # fitted on another batch: other filters
+    assert not torch.equal(loaded.whiten.weight, fitted)
+    loaded.load_state_dict(net.state_dict())
+    loaded(second)
+    assert torch.equal(loaded.whiten.weight, fitted)  # the loaded filters, not refitted
+
+    unfitted = timm.create_model("airbench_small", num_classes=10).state_dict()
+    loaded.load_state_dict(unfitted)  # a state whose filters were never set: fit again
+    loaded(first)
+    assert torch.equal(loaded.whiten.weight, fitted)

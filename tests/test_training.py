@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from stages.common.models.checkpoint import ModelCheckpoint
 from stages.common.preflight.cost_estimate import generated_run
@@ -495,3 +496,38 @@ def test_an_output_that_cannot_be_written_stops_before_the_first_epoch(ready_pro
         last.startswith(f"error: {blocked}/") and "cannot write it (cannot make the folder" in last
     )
     assert last.endswith("nothing was trained") and "epoch 1/" not in result.stderr
+
+
+class DeviceReads(TorchDispatchMode):
+    """Counts the values read back from tensors (``.item()``, ``bool()``, ``int()``...): on
+    a GPU, each makes the host wait for the work queued before it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("extra", [{}, {"ema_decay": 0.9, "grad_clip": 1.0}])
+def test_a_training_epoch_reads_back_one_loss_a_step_and_its_correct_count(extra):
+    """Nothing else in a step of the cpu recipe (airbench, Muon) waits for the device: the
+    epoch's reads are its losses (each one step late) and the correct count at its end. Left
+    out, as here every tensor is on the CPU: mixing and AdamW, which read values that stay on
+    the CPU by design (the choice of mix, the step count)."""
+    train = {"optimizer": "muon", "augment": {"flip": "alternate"}, **extra}
+    sections = tiny_training_params(epochs=2, batch_size=16, **train)
+    sections["models"]["airbench"] = {
+        **sections["models"]["resnet"],
+        "arch": "airbench_small",
+    }
+    params = shipped(**sections)
+    trainer = Trainer(generated_run(params, "airbench", images=64))
+    trainer.train_epoch(0)  # a first step may look once (airbench fits its whitening)
+    with DeviceReads() as reads:
+        trainer.train_epoch(1)
+    assert trainer.steps_per_epoch == 4
+    assert reads.count == trainer.steps_per_epoch + 1

@@ -96,13 +96,22 @@ class ConvGroup(nn.Module):
 class Whitening(ScaledBias):
     """A fixed 2x2 convolution that decorrelates pixel patches (ZCA-like, from the
     eigenvectors of the patch covariance), with a :class:`ScaledBias`; its filters are set from
-    the first training batch."""
+    the first training batch.
+
+    Whether they are set is a buffer (checkpoints and resume states carry it) mirrored by a
+    Python flag: reading the buffer on a GPU would make the host wait for every step queued
+    before, at the start of each training step."""
 
     def __init__(self, bias_lr_scale: float) -> None:
         super().__init__(WHITEN_WIDTH, bias_lr_scale)
         shape = (WHITEN_WIDTH, 3, WHITEN_KERNEL, WHITEN_KERNEL)
         self.register_buffer("weight", torch.zeros(shape))
         self.register_buffer("initialised", torch.tensor(False))
+        self._fitted: bool | None = False  # None: read the buffer once (after a load)
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._fitted = None
 
     @torch.no_grad()
     def fit(self, images: torch.Tensor) -> None:
@@ -114,10 +123,14 @@ class Whitening(ScaledBias):
         filters = filters.reshape(-1, 3, WHITEN_KERNEL, WHITEN_KERNEL)
         self.weight.copy_(torch.cat([filters, -filters]))
         self.initialised.fill_(True)
+        self._fitted = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and not self.initialised:
-            self.fit(x)
+        if self.training and not self._fitted:
+            if self._fitted is None and bool(self.initialised):
+                self._fitted = True
+            else:
+                self.fit(x)
         return F.conv2d(x, self.weight.to(x.dtype), self.value(x.dtype))
 
 
