@@ -20,6 +20,7 @@ from stages.common.config.evaluation import CorruptionName
 from stages.common.data.prepared import load_prepared
 from stages.common.evaluation import corruptions as c
 from stages.common.evaluation.robustness import (
+    Robustness,
     chosen_test_images,
     corrupted_cells,
     evaluate_robustness,
@@ -218,17 +219,31 @@ def monkeypatch_module():
         yield patch
 
 
-@pytest.fixture(scope="module")
-def robustness(trained_template, monkeypatch_module):
-    """The tiny trained ResNet under three corruptions at severities 1 and 5, on 50 of the
-    test images."""
-    monkeypatch_module.chdir(trained_template)
+def score_trained_resnet() -> Robustness:
+    """The tiny trained ResNet (in the current folder) under three corruptions at severities 1
+    and 5, on 50 of the test images."""
     settings = shipped().evaluate.model_copy(deep=True)
     settings.robustness.corruptions = ["gaussian_noise", "fog", "pixelate"]
     settings.robustness.severities = [1, 5]
     settings.robustness.images = 50
     loaded = load_model(paths("resnet").checkpoint)
     return evaluate_robustness(loaded, load_prepared(PREPARED_FILE).test, settings, 42, "resnet")
+
+
+@pytest.fixture(scope="module")
+def robustness(trained_template, monkeypatch_module):
+    monkeypatch_module.chdir(trained_template)
+    return score_trained_resnet()
+
+
+def test_corruptions_generated_ahead_as_on_a_gpu_score_the_same(robustness, monkeypatch):
+    """The worker processes a GPU's evaluate uses (forced here): the same table, in order."""
+    from stages.common.evaluation import robustness as module
+
+    monkeypatch.setattr(module, "generation_workers", lambda device: 2)
+    ahead = score_trained_resnet()
+    assert ahead.accuracy == robustness.accuracy
+    assert ahead.clean_accuracy == robustness.clean_accuracy
 
 
 def test_robustness_scores_the_model_on_every_cell(robustness):
