@@ -129,8 +129,8 @@ Cell = tuple[str, int]  # (corruption, severity)
 def generation_workers(device: torch.device) -> int:
     """Processes that corrupt images while a GPU predicts (one core left to feed it, at most
     MAX_AUTO_WORKERS); none on a CPU, whose cores are busy predicting: there, generation is a
-    few percent of the time and a worker beside the prediction's threads made it slower
-    (docs/robustness.md)."""
+    few percent of the time and a worker beside the prediction's threads gained nothing
+    measurable (docs/robustness.md)."""
     if device.type != "cuda":
         return 0
     return min(available_cpus() - 1, MAX_AUTO_WORKERS)
@@ -147,10 +147,9 @@ def corrupted_cells(
         for corruption, severity in cells:
             yield corrupt(images, corruption, severity, seed, chosen)
         return
-    # spawn: the parent may hold a CUDA context, which a forked child must not inherit
     with ProcessPoolExecutor(
         workers,
-        mp_context=multiprocessing.get_context("spawn"),
+        mp_context=_worker_start(),
         initializer=_hold,
         initargs=(images, seed, chosen),
     ) as pool:
@@ -161,6 +160,14 @@ def corrupted_cells(
                 yield ahead.popleft().result()
         while ahead:
             yield ahead.popleft().result()
+
+
+def _worker_start() -> multiprocessing.context.BaseContext:
+    """Fork, as the DataLoader's workers start: in ~0.1 s, where spawning re-imports the
+    stage in each (~10 s measured on the 2-core VM, more than the generation it hides). The
+    children never touch the parent's CUDA context. Spawn where there is no fork."""
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    return multiprocessing.get_context(method)
 
 
 _held: tuple[np.ndarray, int, np.ndarray] | None = None  # a generation worker's images
