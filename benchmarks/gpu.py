@@ -30,13 +30,13 @@ from benchmarks.pipeline import lite0, prepare, scratch_project, train_and_evalu
 from benchmarks.throughput import (
     LoopSetup,
     bare_loop,
-    device,
     input_pipeline,
     machine,
     random_images,
     synchronize,
     training_loop,
 )
+from stages.common.models.inference import inference_device
 from stages.common.plumbing.machine import loader_workers
 
 FULL = {"resnet50": 128, "efficientnet_b0": 128, "vit_base_patch16_224": 128}
@@ -45,7 +45,7 @@ QUICK = {"test_resnet": 16, "test_efficientnet": 16, "test_vit": 16}
 
 def model_speed(arch: str, batch: int, img_size: int, compile_model: bool, steps: int) -> dict:
     """Images/s over ``steps`` after warm-up, and peak memory, of the bare bf16 loop."""
-    on = device()
+    on = inference_device()
     setup = LoopSetup(arch, batch, img_size, amp=True, channels_last=True, compile=compile_model)
     torch.manual_seed(0)
     model = timm.create_model(arch, num_classes=10).to(on, memory_format=torch.channels_last)
@@ -162,7 +162,7 @@ def main() -> None:
     if args.data:
         weights = str(Path(args.weights).resolve()) if args.weights else None
         report["accuracy"] = recipe_runs(str(Path(args.data).resolve()), weights, args.quick)
-    synchronize(device())
+    synchronize(inference_device())
     report["minutes"] = round((time.perf_counter() - started) / 60, 1)
     publish(report, markdown(report), args.out)
 

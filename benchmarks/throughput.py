@@ -74,18 +74,13 @@ class SeedDataset(Dataset):
         return self.transform(Image.fromarray(self.images[index])), 0
 
 
-def device() -> torch.device:
-    """The GPU if there is one, set up as the stages set it up (cuDNN's autotuner on)."""
-    return inference_device()
-
-
 def synchronize(on: torch.device) -> None:
     if on.type == "cuda":
         torch.cuda.synchronize(on)
 
 
 def machine() -> str:
-    here = device()
+    here = inference_device()
     name = torch.cuda.get_device_name(here) if here.type == "cuda" else platform.processor()
     return f"{name or platform.machine()}, {torch.get_num_threads()} CPU threads, {here.type}"
 
@@ -110,7 +105,7 @@ def rate(batches, count: int, on: torch.device, step=lambda batch: batch) -> flo
 
 
 def input_pipeline(images: np.ndarray, labels: np.ndarray, workers: int, batch: int) -> dict:
-    on = device()
+    on = inference_device()
     pin = on.type == "cuda"
     seed = DataLoader(SeedDataset(images), batch_size=batch, num_workers=workers, pin_memory=pin)
     augment = shipped_train_params(augment={"strategy": "aggressive"}).augment
@@ -138,7 +133,7 @@ def input_pipeline(images: np.ndarray, labels: np.ndarray, workers: int, batch: 
 def strategy_rates(images: np.ndarray, labels: np.ndarray, workers: int, batch: int) -> dict:
     """Images/s of each augmentation strategy from the batch source training uses to
     normalised 224 px batches on the device, over one epoch after a warm-up one."""
-    on = device()
+    on = inference_device()
     to_device = DeviceInput(Preprocessing(img_size=224, mean=MEAN, std=STD), on)
     rates = {}
     for strategy in STRATEGIES:
@@ -188,7 +183,7 @@ def trainer(images: np.ndarray, labels: np.ndarray, setup: LoopSetup) -> Trainer
     params = shipped_train_params(
         epochs=REPEATS,
         batch_size=setup.batch,
-        workers="auto" if device().type == "cuda" else 0,
+        workers="auto" if inference_device().type == "cuda" else 0,
         warmup_epochs=0.0,
         grad_clip=None,
         label_smoothing=0.0,
@@ -220,7 +215,7 @@ def trainer(images: np.ndarray, labels: np.ndarray, setup: LoopSetup) -> Trainer
 
 def training_loop(images: np.ndarray, labels: np.ndarray, setup: LoopSetup) -> dict:
     """The Trainer's epoch against the bare loop, alternated; the best of each counts."""
-    on = device()
+    on = inference_device()
     ours_trainer = trainer(images, labels, setup)
     torch.manual_seed(0)
     bare_model = timm.create_model(setup.arch, num_classes=10).to(on)

@@ -107,11 +107,11 @@ class Whitening(ScaledBias):
         shape = (WHITEN_WIDTH, 3, WHITEN_KERNEL, WHITEN_KERNEL)
         self.register_buffer("weight", torch.zeros(shape))
         self.register_buffer("initialised", torch.tensor(False))
-        self._fitted: bool | None = False  # None: read the buffer once (after a load)
+        self._fitted = False
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         super()._load_from_state_dict(*args, **kwargs)
-        self._fitted = None
+        self._fitted = bool(self.initialised)  # read once, when loaded
 
     @torch.no_grad()
     def fit(self, images: torch.Tensor) -> None:
@@ -127,10 +127,7 @@ class Whitening(ScaledBias):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and not self._fitted:
-            if self._fitted is None and bool(self.initialised):
-                self._fitted = True
-            else:
-                self.fit(x)
+            self.fit(x)
         return F.conv2d(x, self.weight.to(x.dtype), self.value(x.dtype))
 
 
